@@ -1,0 +1,45 @@
+# The two commands a new user types: `make run` and `make test`. Both set up .venv first (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export FER_HOME ?= $(CURDIR)/.fer
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup run test test-fast bench compile clean help
+
+help:
+	@echo "make run    set up, run the whole pipeline locally, end with a served prediction"
+	@echo "make test   set up and run the test suite"
+	@echo "make bench  set up and run the benchmarks in bench/"
+
+setup: $(STAMP)
+
+# torch/torchvision first (local wheels), then the project with every pin from pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fer demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+compile: $(STAMP)
+	$(BIN)/fer pipeline compile --out pipeline.yaml
+
+clean:
+	rm -rf $(FER_HOME) pipeline.yaml

@@ -1,0 +1,36 @@
+"""Options and helpers every `fer` command shares."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from fer_core.config import Config, ConfigError, load_config
+
+
+def config_options(func):
+    """--params FILE and repeatable --set section.key=value."""
+
+    @click.option("--params", "params_path", type=click.Path(dir_okay=False), default=None,
+                  help="Config file (default: $FER_PARAMS or ./params.yaml, else built-in defaults).")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                  help="Override one config key; repeatable, e.g. --set train.epochs=3.")
+    @functools.wraps(func)
+    def wrapper(*args, params_path=None, overrides=(), **kwargs):
+        try:
+            config = load_config(params_path, list(overrides))
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        return func(*args, config=config, **kwargs)
+
+    return wrapper
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+__all__ = ["Config", "config_options", "fail"]

@@ -1,0 +1,233 @@
+"""One typed config for every step, loaded from params.yaml (the same keys DVC tracks).
+
+`load_config(path, overrides=["train.epochs=3", ...])` returns a frozen `Config`; `config.to_dict()`
+is what gets written next to every output and logged to MLflow. Unknown keys are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 100            # storage size of prepared images (RAF-DB aligned faces are 100x100)
+    val_fraction: float = 0.1        # stratified carve-out of train when a format has no validation split
+    split_seed: int = 0
+    num_classes: int = 7             # 7 or 8 (AffectNet-8 / FERPlus with contempt)
+    workers: int = 0                 # ingest decode processes; 0 = one per core
+    max_pixels: int = 40_000_000     # refuse larger source images (decompression bombs)
+    image_format: str = "png"        # storage format of prepared images: png (lossless) or jpeg
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    scale: float = 1.0               # stratified fraction of the real RAF-DB list
+    image_size: int = 100
+    seed: int = 0
+    noise: str = ""                  # "", "noise01", "noise02", "noise03" (real protocol files)
+    noise_rate: float = 0.0          # or a random flip rate (used when noise is "")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    max_rejected_share: float = 0.001
+    min_image_side: int = 16
+    max_image_side: int = 4096
+    imbalance_warn_ratio: float = 10.0
+    tiny_class_warn: int = 20
+
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    scheme: str = "inverse"          # inverse | sqrt_inverse | effective_number | none
+    beta: float = 0.999              # effective_number only
+    max_weight: float | None = None  # optional clip
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "resnet18"           # resnet18 | resnet50
+    cbam: bool = True
+    cbam_reduction: int = 16
+    feature_dim: int = 64
+    dropout: float = 0.4
+    mixing: bool = True              # uncertainty feature mixing in the training step
+    pretrained: str = ""             # local path or URI of backbone weights; "" = random init
+    pretrained_key_map: str = ""     # "torchvision" or "" (identity)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    image_size: int = 224
+    lr: float = 2e-4                 # backbone and heads
+    lr_fc: float = 2e-3              # classifier
+    weight_decay: float = 1e-4
+    lr_gamma: float = 0.9            # ExponentialLR per epoch
+    seed: int = 0
+    deterministic: bool = True
+    workers: int = 2                 # DataLoader workers
+    early_stopping_patience: int = 10
+    hflip: bool = True
+    erasing_scale_min: float = 0.02
+    erasing_scale_max: float = 0.25
+    noise_std: float = 0.02          # mild gaussian noise on normalised inputs
+    max_steps_per_epoch: int = 0     # 0 = full epoch (a cap for quick profiles)
+    device: str = "auto"             # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    split: str = "test"
+    ece_bins: int = 15
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    model_name: str = "fer-cbam-resnet"
+    gate_metric: str = "val_mean_class_accuracy"
+    floor: float = 0.0               # the champion must at least meet this
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_name: str = "fer"
+    address: str = "127.0.0.1"
+    inference_port: int = 8080
+    management_port: int = 8081
+    metrics_port: int = 8082
+    batch_size: int = 8
+    max_batch_delay_ms: int = 20
+    workers: int = 1
+    max_image_pixels: int = 20_000_000
+    max_request_bytes: int = 10_485_760
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """{'train.epochs': 60, ...}: the shape MLflow params and DVC params use."""
+        return {f"{section}.{key}": value for section, values in self.to_dict().items()
+                for key, value in values.items()}
+
+    def override(self, overrides: list[str] | dict[str, Any]) -> "Config":
+        return _apply(self.to_dict(), overrides)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    text = isinstance(value, str)
+    allowed = getattr(hint, "__args__", None)
+    if allowed and type(None) in allowed:  # Optional[X]
+        if value is None or (text and value.lower() in ("none", "null", "")):
+            return None
+        hint = next(a for a in allowed if a is not type(None))
+    try:
+        if hint is bool:
+            if text:
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key}: {value!r} is not a valid {hint.__name__}") from None
+    return value
+
+
+def _apply(base: dict[str, Any], overrides: list[str] | dict[str, Any]) -> Config:
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            key, value = item.split("=", 1)
+            items.append((key.strip(), yaml.safe_load(value) if value.strip() else ""))
+    merged = {section: dict(values) for section, values in base.items()}
+    for key, value in items:
+        if "." not in key:
+            raise ConfigError(f"override key {key!r} must look like section.key")
+        section, name = key.split(".", 1)
+        if section not in merged:
+            raise ConfigError(f"unknown config section {section!r} in {key!r}; known: {', '.join(merged)}")
+        if name not in merged[section]:
+            raise ConfigError(f"unknown config key {key!r}; known in {section}: {', '.join(merged[section])}")
+        merged[section][name] = value
+    return from_dict(merged)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    sections = {}
+    hints = get_type_hints(Config)
+    for section, values in (raw or {}).items():
+        if section not in hints:
+            raise ConfigError(f"unknown config section {section!r}; known: {', '.join(hints)}")
+        cls = hints[section]
+        known = {f.name: f for f in fields(cls)}
+        field_hints = get_type_hints(cls)
+        kwargs = {}
+        for key, value in (values or {}).items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {section}.{key}; known: {', '.join(known)}")
+            kwargs[key] = _coerce(value, field_hints[key], f"{section}.{key}")
+        sections[section] = cls(**kwargs)
+    return Config(**sections)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load params.yaml (path, else $FER_PARAMS, else ./params.yaml if present, else defaults)."""
+    if path is None:
+        path = os.environ.get("FER_PARAMS") or (DEFAULT_PARAMS if Path(DEFAULT_PARAMS).exists() else None)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    config = from_dict(raw)
+    return config.override(overrides) if overrides else config

@@ -1,0 +1,1 @@
+"""Data: dataset formats, ingest, image decoding, the torch Dataset and transforms."""

@@ -1,0 +1,91 @@
+"""Decode any image a user may hand us into RGB, or fail with a reason a person can read.
+
+Shared by ingest (files of every dataset format) and the TorchServe handler (request bodies), so a
+served image goes through exactly the decoding the training data went through.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Pillow's own bomb guard warns at 89 Mpx and raises at twice that; we decide ourselves, earlier.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageDecodeError(ValueError):
+    """An input that is not a usable image; the message says why."""
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Bytes -> an RGB PIL image, EXIF orientation applied.
+
+    Handles grayscale (L), 16-bit (I;16, I), float (F), palette, LA/RGBA (composited on white),
+    CMYK and YCbCr. Raises ImageDecodeError for empty, non-image, truncated or corrupt data and for
+    images over `max_pixels` (checked from the header, before decoding a byte of pixels).
+    """
+    if not data:
+        raise ImageDecodeError("empty input (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image too large: {width}x{height} = {width * height} pixels > limit {max_pixels}"
+                )
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb refused: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"truncated or corrupt image: {exc}") from None
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block must not lose an otherwise good image
+        pass
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB, keeping the visual content (16-bit scaled, alpha on white)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        if mode.startswith("I;16"):
+            low, high = 0.0, 65535.0
+        scale = 255.0 / (high - low) if high > low else 0.0
+        gray = ((array - low) * scale).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def read_image_file(path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A file -> RGB image; a missing file is an ImageDecodeError naming the path."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise ImageDecodeError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"is a directory, not an image: {path}") from None
+    return decode_image(data, max_pixels=max_pixels)

@@ -1,0 +1,51 @@
+"""Shared fixtures: an isolated home folder, a real S3 endpoint (moto's server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def fer_home(tmp_path, monkeypatch):
+    """Every test gets its own FER_HOME; nothing leaks into the repo's .fer/."""
+    home = tmp_path / "fer_home"
+    home.mkdir()
+    monkeypatch.setenv("FER_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free loopback port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The usual AWS variables pointing boto3 (and DVC) at the moto server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return s3_server
