@@ -14,10 +14,47 @@ def data() -> None:
 
 @data.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (RAF-DB basic layout).")
+@click.option("--scale", type=float, default=None,
+              help="Stratified fraction of the RAF-DB list (per split and class). [synth.scale]")
+@click.option("--image-size", type=int, default=None, help="Side of the square JPEGs in pixels. [synth.image_size]")
+@click.option("--seed", type=int, default=None, help="Same seed, same bytes. [synth.seed]")
+@click.option("--noise", type=click.Choice(["none", "noise01", "noise02", "noise03"]), default=None,
+              help="Real noisy-label protocol file for the train rows (about 10/20/30 % flipped). [synth.noise]")
+@click.option("--noise-rate", type=float, default=None,
+              help="Or flip this share of train labels at random. [synth.noise_rate]")
+@click.option("--workers", type=int, default=None,
+              help="Render processes (default: one per core); the output does not depend on it.")
+@click.option("--list", "list_file", type=click.Path(dir_okay=False), default=None,
+              help="Another <name> <code> list in RAF-DB's format (default: the real RAF-DB list).")
 @config_options
-def synth(out_dir, config) -> None:
-    """Render synthetic faces in RAF-DB basic's own layout (names, splits, labels of the real list)."""
-    fail("fer data synth is not built yet (issue: Foundation and data)")
+def synth(out_dir, scale, image_size, seed, noise, noise_rate, workers, list_file, config) -> None:
+    """Render synthetic faces in RAF-DB basic's own layout (names, splits, labels of the real list).
+
+    Writes OUT/EmoLabel/list_patition_label.txt, OUT/Image/aligned/<stem>_aligned.jpg and
+    OUT/synth_truth.csv (clean label, flipped, intensity per image). Flags override the config's
+    synth section; a noise flag given alone clears the other kind of noise.
+    """
+    from fer_core.data.synth import SynthError, synthesize
+
+    overrides: dict = {}
+    for key, value in (("scale", scale), ("image_size", image_size), ("seed", seed), ("noise_rate", noise_rate)):
+        if value is not None:
+            overrides[f"synth.{key}"] = value
+    if noise is not None:
+        overrides["synth.noise"] = "" if noise == "none" else noise
+        overrides.setdefault("synth.noise_rate", 0.0)
+    elif noise_rate is not None:
+        overrides["synth.noise"] = ""
+    config = config.override(overrides) if overrides else config
+    try:
+        summary = synthesize(out_dir, config.synth, workers=workers, list_file=list_file)
+    except SynthError as exc:
+        fail(str(exc))
+    click.echo(f"wrote {summary['num_images']} faces ({summary['num_flipped']} labels flipped) to "
+               f"{summary['out_dir']} in {summary['render_seconds']:.1f} s "
+               f"({summary['images_per_second']} images/s)")
+    for split, counts in summary["counts"].items():
+        click.echo(f"  {split}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
 
 
 @data.command()
@@ -26,15 +63,66 @@ def synth(out_dir, config) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Prepared dataset folder.")
 @config_options
 def ingest(fmt, source, out_dir, config) -> None:
-    """Read a dataset in its public format into a prepared dataset (manifest.csv + images)."""
-    fail("fer data ingest is not built yet (issue: Foundation and data)")
+    """Read a dataset in its public format into a prepared dataset (manifest.csv + images).
+
+    SRC is a local folder or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL). Exit 2 when the
+    source cannot be read; rows it cannot use go to OUT/rejected.csv with their reasons.
+    """
+    from fer_core.config import ConfigError
+    from fer_core.data.ingest import ingest as run_ingest
+    from fer_core.data.sources import SourceError
+
+    try:
+        summary = run_ingest(fmt, source, out_dir, config.data, progress=True)
+    except (SourceError, ConfigError) as exc:
+        fail(str(exc), code=2)
+        return
+    names = summary["class_names"]
+    width = max(len(name) for name in names)
+    click.echo(f"{'class':<{width}}  {'train':>7} {'val':>7} {'test':>7}")
+    for name in names:
+        click.echo(f"{name:<{width}}  " + " ".join(f"{summary['counts'][split][name]:>7}" for split in ("train", "val", "test")))
+    click.echo(f"{'total':<{width}}  " + " ".join(f"{sum(summary['counts'][split].values()):>7}" for split in ("train", "val", "test")))
+    if summary["carved_val"]:
+        click.echo(f"val carved from train: {summary['carved_val']['total']} images "
+                   f"(fraction {summary['carved_val']['fraction']}, seed {summary['carved_val']['seed']})")
+    click.echo(f"inputs {summary['num_inputs']}, images {summary['num_images']}, rejected {summary['num_rejected']} "
+               f"({summary['num_errors']} errors, {summary['num_dropped']} dropped by the format's protocol)")
+    if summary["num_rejected"]:
+        click.echo(f"reasons: {summary['path']}/rejected.csv")
+    click.echo(f"prepared dataset: {summary['path']}")
 
 
 @data.command()
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None,
               help="Where report.json and report.html go (default DATA_DIR/validation).")
+@click.option("--skip-image-checks", is_flag=True, default=False,
+              help="Check the manifest only; do not open the image files (existence, header, size).")
+@click.option("--image-workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads reading image headers: more help on network disks, not on a local one.")
 @config_options
-def validate(data_dir, report_dir, config) -> None:
-    """Great Expectations checks on a prepared dataset; exit 0 valid, 1 invalid."""
-    fail("fer data validate is not built yet (issue: Foundation and data)")
+def validate(data_dir, report_dir, skip_image_checks, image_workers, config) -> None:
+    """Great Expectations checks on a prepared dataset; exit 0 valid, 1 invalid, 2 no manifest.csv."""
+    import sys
+
+    from fer_core.validation import ManifestNotFoundError, validate_dataset
+
+    try:
+        result = validate_dataset(data_dir, config.validate, report_dir,
+                                  check_images=not skip_image_checks, image_workers=image_workers)
+    except ManifestNotFoundError as exc:
+        fail(str(exc), code=2)
+    for check in result.failures + result.warnings:
+        colour = "red" if check in result.failures else "yellow"
+        click.secho(f"{check.severity.upper()} {check.name}: {check.message}", fg=colour)
+        for example in check.examples:
+            click.echo("    " + ", ".join(f"{key}={value}" for key, value in example.items()))
+    summary = result.summary
+    verdict = "VALID" if result.success else "INVALID"
+    click.secho(f"{verdict}: {summary['rows']} rows, {summary['passed']}/{summary['checks']} checks passed, "
+                f"{summary['critical_failures']} critical failure(s), {summary['warnings']} warning(s) "
+                f"in {summary['seconds']:.1f}s", fg="green" if result.success else "red", bold=True)
+    click.echo(f"report: {result.report_json}")
+    click.echo(f"report: {result.report_html}")
+    sys.exit(0 if result.success else 1)

@@ -37,3 +37,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 GPU_TOLERATION_KEY = "nvidia.com/gpu"
 PIPELINE_SERVICE_ACCOUNT = "fer-pipeline-runner"
+
+# Added with k8s/ (issue "Cluster"): names only the manifests and docs/deploy.md need.
+MLFLOW_ARTIFACTS_BUCKET = "fer-mlflow-artifacts"
+POSTGRES_SERVICE = "postgres"
+POSTGRES_SECRET = "fer-postgres-credentials"  # POSTGRES_USER, POSTGRES_PASSWORD
+POSTGRES_SECRET_KEYS = ("POSTGRES_USER", "POSTGRES_PASSWORD")
+# The MLflow server's own secret (CSRF key of its basic-auth app); only the server reads it.
+MLFLOW_SERVER_SECRET = "fer-mlflow-server"
+MLFLOW_SERVER_SECRET_KEYS = ("MLFLOW_FLASK_SERVER_SECRET_KEY",)
+# Pods carrying this label may reach the TorchServe management API (NetworkPolicy in k8s/base);
+# the pipeline puts it on every step's pod.
+PIPELINE_POD_LABEL = ("fer-mlops/pipeline", "true")

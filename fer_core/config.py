@@ -63,6 +63,7 @@ class ModelConfig:
     mixing: bool = True              # uncertainty feature mixing in the training step
     pretrained: str = ""             # local path or URI of backbone weights; "" = random init
     pretrained_key_map: str = ""     # "torchvision" or "" (identity)
+    head_pool: int = 7               # uncertainty heads pool the final map to PxP (7 = RUL; 1 = global)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class TrainConfig:
     noise_std: float = 0.02          # mild gaussian noise on normalised inputs
     max_steps_per_epoch: int = 0     # 0 = full epoch (a cap for quick profiles)
     device: str = "auto"             # auto | cpu | cuda
+    checkpoint_every_steps: int = 200  # also write checkpoints/last.pt every N steps (0 = per epoch only)
+    cache_images_mb: int = 1024      # decode a split into RAM once when it fits in this many MiB (0 = off)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class ServeConfig:
     workers: int = 1
     max_image_pixels: int = 20_000_000
     max_request_bytes: int = 10_485_760
+    token_expiration_min: int = 60   # lifetime of TorchServe's inference/management keys (minutes)
+    torch_threads: int = 1           # intra-op threads per worker (0 = torch default); scale with workers
 
 
 @dataclass(frozen=True)
