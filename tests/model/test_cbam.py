@@ -1,0 +1,78 @@
+"""CBAM against values computed by hand on a tiny tensor with set weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fer_core.model.cbam import CBAM, ChannelAttention, SpatialAttention
+
+
+def _sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def tiny_map() -> torch.Tensor:
+    # [1, 2, 2, 2]: channel 0 = [[1, 2], [3, 4]], channel 1 = [[-1, 0], [0, 5]]
+    return torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[-1.0, 0.0], [0.0, 5.0]]]])
+
+
+def test_channel_attention_matches_hand_values():
+    attention = ChannelAttention(channels=2, reduction=2)  # hidden = 1
+    with torch.no_grad():
+        attention.mlp[0].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        attention.mlp[0].bias.fill_(0.5)
+        attention.mlp[2].weight.copy_(torch.tensor([[2.0], [-1.0]]))
+        attention.mlp[2].bias.copy_(torch.tensor([0.1, 0.2]))
+    weights = attention(tiny_map())
+    # avg pool = (2.5, 1.0) -> hidden relu(2.5 - 1.0 + 0.5) = 2.0 -> (4.1, -1.8)
+    # max pool = (4.0, 5.0) -> hidden relu(4 - 5 + 0.5) = 0    -> (0.1,  0.2)
+    expected = torch.tensor([_sigmoid(4.1 + 0.1), _sigmoid(-1.8 + 0.2)])
+    assert weights.shape == (1, 2, 1, 1)
+    torch.testing.assert_close(weights.flatten(), expected)
+
+
+def test_spatial_attention_matches_hand_values():
+    attention = SpatialAttention(kernel_size=7)
+    with torch.no_grad():
+        attention.conv.weight.zero_()
+        # Only the centre tap: a 7x7 conv with padding 3 then acts pointwise: 0.5*max_c + (-1)*mean_c.
+        attention.conv.weight[0, 0, 3, 3] = 0.5
+        attention.conv.weight[0, 1, 3, 3] = -1.0
+    weights = attention(tiny_map())
+    max_c = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    mean_c = torch.tensor([[0.0, 1.0], [1.5, 4.5]])
+    expected = torch.sigmoid(0.5 * max_c - mean_c)
+    assert weights.shape == (1, 1, 2, 2)
+    torch.testing.assert_close(weights[0, 0], expected)
+
+
+def test_spatial_attention_uses_the_7x7_neighbourhood():
+    attention = SpatialAttention()
+    with torch.no_grad():
+        attention.conv.weight.zero_()
+        attention.conv.weight[0, 0, 3, 4] = 1.0  # the right-hand neighbour's channel max
+    weights = attention(tiny_map())
+    # position (0,0) sees max_c at (0,1) = 2; position (0,1) sees padding (0) on its right.
+    torch.testing.assert_close(weights[0, 0, 0], torch.tensor([_sigmoid(2.0), _sigmoid(0.0)]))
+
+
+def test_cbam_is_channel_then_spatial():
+    torch.manual_seed(0)
+    cbam = CBAM(channels=8, reduction=4)
+    x = torch.randn(2, 8, 5, 5)
+    after_channel = x * cbam.channel(x)
+    expected = after_channel * cbam.spatial(after_channel)
+    torch.testing.assert_close(cbam(x), expected)
+
+
+@pytest.mark.parametrize("channels, reduction, hidden", [(64, 16, 4), (8, 16, 1)])
+def test_channel_mlp_width(channels, reduction, hidden):
+    assert ChannelAttention(channels, reduction).mlp[0].out_features == hidden
+
+
+def test_even_kernel_is_refused():
+    with pytest.raises(ValueError, match="odd"):
+        SpatialAttention(kernel_size=6)
