@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from fer_cli.common import config_options, fail
+
+
+def _log_to_console() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @click.command()
@@ -12,17 +18,63 @@ from fer_cli.common import config_options, fail
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--epochs", type=int, default=None, help="Shortcut for --set train.epochs=N.")
 @click.option("--image-size", type=int, default=None, help="Shortcut for --set train.image_size=N.")
+@click.option("--no-resume", is_flag=True, default=False,
+              help="Start over even if RUN/checkpoints/last.pt exists (default: resume from it).")
 @config_options
-def train(data_dir, run_dir, epochs, image_size, config) -> None:
-    """Train the CBAM-ResNet with uncertainty mixing and the class-weighted loss."""
-    fail("fer train is not built yet (issue: The method)")
+def train(data_dir, run_dir, epochs, image_size, no_resume, config) -> None:
+    """Train the CBAM-ResNet with uncertainty mixing and the class-weighted loss.
+
+    Selects the best epoch on the val split (mean class accuracy) and writes RUN/best.pt, model.pt2,
+    meta.json, history.json, config.json, weights.json and checkpoints/last.pt. Rerunning the same
+    command after an interruption resumes where the last checkpoint left off. For several processes,
+    use `torchrun --nproc-per-node N -m fer_core.training.engine` with the same options.
+    """
+    from fer_core.data.images import ImageDecodeError
+    from fer_core.training.engine import BEST_METRIC, train as run_training
+
+    overrides = {key: value for key, value in (("train.epochs", epochs), ("train.image_size", image_size))
+                 if value is not None}
+    try:
+        config = config.override(overrides) if overrides else config
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _log_to_console()
+    try:
+        result = run_training(config, data_dir, run_dir, resume=not no_resume)
+    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError) as exc:
+        fail(str(exc))
+    click.echo(f"best epoch {result.best_epoch} of {result.epochs_completed}"
+               f"{' (stopped early)' if result.stopped_early else ''}: "
+               + ", ".join(f"{key} {value:.4f}" for key, value in result.best_metrics.items()))
+    click.echo(f"{BEST_METRIC} {result.best_metrics[BEST_METRIC]:.4f}; run folder {result.run_dir}")
 
 
 @click.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder from fer train.")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Prepared dataset folder.")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--truth", "truth_csv", type=click.Path(dir_okay=False), default=None,
+              help="synth_truth.csv for the noisy-label AUROC (default: DATA/synth_truth.csv when present).")
 @config_options
-def evaluate(run_dir, data_dir, split, config) -> None:
+def evaluate(run_dir, data_dir, split, truth_csv, config) -> None:
     """Evaluate a trained run: metrics.json and plots in the run folder."""
-    fail("fer evaluate is not built yet (issue: The method)")
+    from fer_core.data.images import ImageDecodeError
+    from fer_core.evaluation.evaluate import evaluate_run
+
+    _log_to_console()
+    try:
+        metrics = evaluate_run(run_dir, data_dir, split=split, config=config, truth_csv=truth_csv)
+    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError) as exc:
+        fail(str(exc))
+    show = lambda value: "n/a" if value is None else f"{value:.4f}"  # noqa: E731
+    click.echo(f"{split}: {metrics['num_samples']} images")
+    for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece"):
+        click.echo(f"  {key:<20} {show(metrics[key])}")
+    click.echo("  per-class recall: " + ", ".join(f"{name} {show(value)}"
+                                                 for name, value in metrics["per_class_recall"].items()))
+    stats = metrics["uncertainty"]
+    click.echo(f"  uncertainty          correct {show(stats['mean_correct'])}, wrong {show(stats['mean_wrong'])}")
+    if "noise" in metrics:
+        click.echo(f"  noisy-label AUROC    {show(metrics['noise']['auroc'])} "
+                   f"({metrics['noise']['num_flipped']} flipped of {metrics['noise']['num_matched']})")
+    click.echo(f"metrics: {metrics['metrics_path']}")

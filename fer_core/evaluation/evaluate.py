@@ -1,0 +1,186 @@
+"""Evaluate a trained run on one split (the held-out test split by default): metrics.json + plots.
+
+Loads RUN/best.pt (the best-on-validation weights; weights_only), predicts logits and the learned
+uncertainty for every image with the evaluation transform, and writes:
+
+  RUN/metrics.json (split test; other splits: RUN/metrics_<split>.json)
+      accuracy, mean_class_accuracy, macro_f1, per_class_{recall,precision,f1,support}, confusion_matrix,
+      ece, uncertainty {mean, median, mean/median correct vs wrong}, and, when the dataset carries the
+      synthetic generator's truth (DATA/synth_truth.csv, joined on source_id = name), noise: the AUROC
+      of uncertainty for flagging the flipped labels of the train split.
+  RUN/predictions_<split>.csv   path, label, prediction, confidence, uncertainty per image
+  RUN/plots/<split>_confusion_matrix.png, <split>_per_class_recall.png, <split>_reliability.png,
+      training_curves.png (from RUN/history.json)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fer_core.config import Config, from_dict
+from fer_core.data.dataset import EpochBatchSampler, FERDataset
+from fer_core.data.transforms import eval_transform
+from fer_core.evaluation import metrics as M
+from fer_core.evaluation import plots
+from fer_core.io import atomic_write_text, read_json, write_json
+from fer_core.model import FERNet, build_model
+from fer_core.training.checkpoint import load_torch
+from fer_core.training.distributed import pick_device
+
+logger = logging.getLogger(__name__)
+
+TRUTH_FILE = "synth_truth.csv"
+
+
+def load_best_model(run_dir: str | Path) -> tuple[FERNet, dict[str, Any]]:
+    """(eval-mode CPU model, meta) from RUN/best.pt."""
+    best_path = Path(run_dir) / "best.pt"
+    if not best_path.is_file():
+        raise FileNotFoundError(f"{best_path} not found: is {run_dir} a finished `fer train` run?")
+    best = load_torch(best_path)
+    meta = best["meta"]
+    model_config = from_dict({"model": meta["model"]}).model
+    model = build_model(model_config, int(meta["num_classes"]))
+    model.load_state_dict(best["state_dict"])
+    return model.eval(), meta
+
+
+@torch.no_grad()
+def predict(model: FERNet, dataset: FERDataset, batch_size: int, workers: int,
+            device: torch.device) -> dict[str, np.ndarray]:
+    """logits [N,K], uncertainty [N], labels [N] in dataset order."""
+    model = model.to(device).eval()
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda")
+    logits, uncertainty, labels = [], [], []
+    for images, targets in loader:
+        batch_logits, batch_uncertainty = model.predict(images.to(device))
+        logits.append(batch_logits.float().cpu())
+        uncertainty.append(batch_uncertainty.float().cpu())
+        labels.append(targets)
+    return {
+        "logits": torch.cat(logits).numpy().astype(np.float64),
+        "uncertainty": torch.cat(uncertainty).numpy().astype(np.float64),
+        "labels": torch.cat(labels).numpy().astype(np.int64),
+    }
+
+
+def read_truth(path: Path) -> dict[str, bool]:
+    """synth_truth.csv -> {name: flipped} (also keyed by the name's stem); the file names its bad row."""
+    flipped: dict[str, bool] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"name", "flipped"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for row in reader:
+            value = row["flipped"].strip().lower()
+            if value not in ("0", "1", "true", "false"):
+                raise ValueError(f"{path} line {reader.line_num}: flipped must be 0/1, got {row['flipped']!r}")
+            flipped[row["name"]] = value in ("1", "true")
+    # ingest may keep the name with or without its extension (train_00001.jpg / train_00001): key both
+    stems = {Path(name).stem: flag for name, flag in flipped.items()}
+    if len(stems) == len(flipped):
+        for stem, flag in stems.items():
+            flipped.setdefault(stem, flag)
+    return flipped
+
+
+def noise_detection(model: FERNet, data_dir: Path, truth_path: Path, image_size: int, batch_size: int,
+                    workers: int, device: torch.device) -> dict[str, Any]:
+    """How well the learned uncertainty ranks flipped train labels above clean ones (AUROC)."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = read_truth(truth_path)
+    train_set = FERDataset(data_dir, "train", eval_transform(image_size))
+    matched = [(i, truth[row.source_id]) for i, row in enumerate(train_set.rows) if row.source_id in truth]
+    result: dict[str, Any] = {"truth_file": str(truth_path), "num_train": len(train_set), "num_matched": len(matched),
+                              "num_flipped": sum(flag for _, flag in matched), "auroc": None}
+    if not matched:
+        result["note"] = "no train source_id matched a name in the truth file"
+        return result
+    flags = np.array([flag for _, flag in matched], dtype=bool)
+    if flags.all() or not flags.any():
+        result["note"] = "the matched train labels are all flipped or all clean: AUROC undefined"
+        return result
+    uncertainty = predict(model, train_set, batch_size, workers, device)["uncertainty"]
+    scores = uncertainty[[i for i, _ in matched]]
+    result.update(
+        auroc=float(roc_auc_score(flags, scores)),
+        mean_uncertainty_flipped=float(scores[flags].mean()),
+        mean_uncertainty_clean=float(scores[~flags].mean()),
+    )
+    return result
+
+
+def _metrics_path(run_dir: Path, split: str) -> Path:
+    return run_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
+
+
+def _write_predictions(path: Path, dataset: FERDataset, out: dict[str, np.ndarray], probs: np.ndarray) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "label", "prediction", "confidence", "uncertainty"])
+    predictions = probs.argmax(axis=1)
+    for row, label, pred, confidence, uncertainty in zip(dataset.rows, out["labels"], predictions,
+                                                         probs.max(axis=1), out["uncertainty"]):
+        writer.writerow([row.path, dataset.class_names[label], dataset.class_names[pred],
+                         f"{confidence:.6f}", f"{uncertainty:.6g}"])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test", config: Config | None = None,
+                 truth_csv: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate RUN/best.pt on DATA's `split`; write metrics, predictions and plots; return the metrics."""
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    if config is None:
+        config_path = run_dir / "config.json"
+        config = from_dict(read_json(config_path)) if config_path.is_file() else Config()
+    model, meta = load_best_model(run_dir)
+    dataset = FERDataset(data_dir, split, eval_transform(int(meta["image_size"])), num_classes=int(meta["num_classes"]))
+    if list(dataset.class_names) != list(meta["class_names"]):
+        raise ValueError(f"{data_dir}: classes {dataset.class_names} differ from the run's {meta['class_names']}")
+    device = pick_device(config.train.device)
+    out = predict(model, dataset, config.evaluate.batch_size, config.train.workers, device)
+    probs = M.softmax(out["logits"])
+    predictions = probs.argmax(axis=1)
+    report = M.classification_report(out["labels"], predictions, probs, list(dataset.class_names),
+                                     config.evaluate.ece_bins)
+    report.update(
+        split=split,
+        run_dir=str(run_dir),
+        data_dir=str(data_dir),
+        best_epoch=meta.get("best_epoch"),
+        uncertainty=M.uncertainty_stats(out["uncertainty"], predictions == out["labels"]),
+    )
+    truth_path = Path(truth_csv) if truth_csv else data_dir / "synth_truth.csv"
+    if truth_path.is_file():
+        report["noise"] = noise_detection(model, data_dir, truth_path, int(meta["image_size"]),
+                                          config.evaluate.batch_size, config.train.workers, device)
+
+    plot_dir = run_dir / "plots"
+    bins = M.reliability_bins(probs, out["labels"], config.evaluate.ece_bins)
+    report["plots"] = [str(path.relative_to(run_dir)) for path in (
+        plots.plot_confusion_matrix(report["confusion_matrix"], dataset.class_names,
+                                    plot_dir / f"{split}_confusion_matrix.png", title=f"Confusion matrix ({split})"),
+        plots.plot_per_class_bars(report["per_class_recall"], plot_dir / f"{split}_per_class_recall.png",
+                                  title=f"Per-class recall ({split})", reference=report["mean_class_accuracy"]),
+        plots.plot_reliability(bins, plot_dir / f"{split}_reliability.png", ece=report["ece"]),
+    )]
+    history_path = run_dir / "history.json"
+    if history_path.is_file() and read_json(history_path):
+        report["plots"].append(str(plots.plot_training_curves(read_json(history_path),
+                                                              plot_dir / "training_curves.png").relative_to(run_dir)))
+    _write_predictions(run_dir / f"predictions_{split}.csv", dataset, out, probs)
+    report["metrics_path"] = str(_metrics_path(run_dir, split))
+    report = M.nan_to_none(report)
+    write_json(report["metrics_path"], report)
+    return report

@@ -1,0 +1,448 @@
+"""The training engine: `train(config, data_dir, run_dir)` -> a run folder (docs/architecture.md).
+
+One epoch = `train_one_epoch` (mixing step, weighted loss, Adam), then `evaluate_split` on the val
+split, then the per-epoch LR decay, best-on-validation selection (val mean class accuracy) and early
+stopping. The test split is never touched here.
+
+Resume is exact: checkpoints/last.pt (each epoch and every `train.checkpoint_every_steps` steps) holds
+model/optimiser/scheduler state_dicts, every RNG state of every rank, the epoch, the batch within it and
+the running sums of the epoch's train metrics. Batch order and augmentation are a pure function of
+(seed, epoch) (`EpochBatchSampler`), so a run killed mid-epoch and resumed ends with weights
+bit-identical to an uninterrupted run (tests/training/test_engine.py checks it).
+
+Under torchrun (WORLD_SIZE > 1) every rank trains a shard through DistributedDataParallel; only rank 0
+writes files and calls callbacks. Run as `torchrun --nproc-per-node N -m fer_core.training.engine
+--data DIR --out RUN [--set k=v ...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fer_core.config import Config, load_config
+from fer_core.data.dataset import MANIFEST, EpochBatchSampler, FERDataset
+from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_from_config
+from fer_core.evaluation import metrics as M
+from fer_core.io import write_json
+from fer_core.model import FERNet, build_model, count_parameters
+from fer_core.training import distributed as D
+from fer_core.training.callbacks import CallbackList, TrainContext, TrainResult
+from fer_core.training.checkpoint import (CHECKPOINT_FORMAT, capture_rng, cpu_state_dict, load_torch, restore_rng,
+                                          save_torch)
+from fer_core.training.class_weights import compute_class_weights, train_counts
+from fer_core.training.losses import WeightedAddUpLoss
+from fer_core.training.step import training_step
+
+logger = logging.getLogger(__name__)
+
+BEST_METRIC = "val_mean_class_accuracy"
+# Keys a resumed run may change without invalidating its checkpoint (they do not change the maths).
+RESUME_MAY_CHANGE = frozenset({
+    "train.epochs", "train.workers", "train.early_stopping_patience", "train.checkpoint_every_steps",
+    "train.cache_images_mb", "train.device",
+})
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot continue this run (different settings or format)."""
+
+
+# --------------------------------------------------------------------------------------------- setup
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; with `deterministic`, ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this before its first call to be deterministic; harmless on CPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        # warn_only: a few CUDA backward kernels (adaptive pooling) have no deterministic version
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing on CPU (CPU bf16 is slower there and changes the numbers)."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(images: Tensor, targets: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    if device.type == "cuda":
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+        return images, targets.to(device, non_blocking=True)
+    return images, targets
+
+
+class TrainStep(nn.Module):
+    """The mixing step as a module, so DDP wraps it: DDP only syncs gradients of work done inside
+    its own forward, and the step calls `encode`/`classify`, not the model's forward."""
+
+    def __init__(self, model: FERNet, loss_fn: WeightedAddUpLoss, mixing: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.mixing = mixing
+
+    def forward(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return training_step(self.model, images, targets, self.loss_fn, self.mixing, generator)
+
+
+def make_loader(dataset: FERDataset, sampler: EpochBatchSampler, workers: int, device: torch.device,
+                seed: int) -> DataLoader:
+    # Its own generator: creating an iterator then draws no number from torch's global RNG, which
+    # must stay exactly where the checkpoint left it.
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------------------------- loops
+
+def train_one_epoch(step_module: nn.Module, model: FERNet, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    device: torch.device, mix_generator: torch.Generator, state: dict[str, Any],
+                    on_step: Any, progress: bool) -> None:
+    """Train over the loader's remaining batches, updating `state` (batch, global_step, sums) in place.
+
+    `on_step(state)` runs after every optimiser step (checkpointing and callbacks live there).
+    """
+    model.train()
+    sums = state["sums"]
+    bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}", leave=False, disable=not progress, mininterval=1.0)
+    for images, targets in bar:
+        images, targets = to_device(images, targets, device)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            out = step_module(images, targets, mix_generator)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {state['epoch'] + 1}, batch "
+                                     f"{state['batch'] + 1}; lower train.lr or check the data")
+        loss.backward()
+        optimizer.step()
+        batch_size = targets.shape[0]
+        sums["loss"] += loss.item() * batch_size
+        sums["correct"] += (out["logits"].argmax(dim=1) == targets).sum().item()
+        sums["seen"] += batch_size
+        state["batch"] += 1
+        state["global_step"] += 1
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        on_step(state)
+
+
+@torch.no_grad()
+def evaluate_split(model: FERNet, loader: DataLoader, loss_fn: WeightedAddUpLoss, device: torch.device,
+                   num_classes: int, info: D.DistInfo) -> dict[str, float]:
+    """Weighted loss, accuracy and mean class accuracy of a split (summed over ranks)."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for images, targets in loader:
+        images, targets = to_device(images, targets, device)
+        with autocast(device):
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += loss_fn(logits, targets).item() * targets.shape[0]
+        pairs = (targets.cpu() * num_classes + logits.argmax(dim=1).cpu()).to(torch.int64)
+        confusion += torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+    D.all_reduce_sum(confusion, info)
+    D.all_reduce_sum(loss_sum, info)
+    counts = confusion.numpy().astype(np.int64)
+    total = int(counts.sum())
+    return {
+        "loss": float(loss_sum) / max(total, 1),
+        "accuracy": M.accuracy(counts),
+        "mean_class_accuracy": M.mean_class_accuracy(counts),
+        "macro_f1": M.macro_f1(counts),
+    }
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+def _check_resumable(checkpoint: dict[str, Any], config: Config, path: Path) -> None:
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ResumeError(f"{path}: checkpoint format {checkpoint.get('format')!r}, this code writes "
+                          f"{CHECKPOINT_FORMAT}; start a new run (--no-resume or another --out)")
+    saved = _flatten(checkpoint["config"])
+    now = config.flat()
+    changed = [key for key in sorted(set(saved) | set(now))
+               if (key.split(".")[0] in ("model", "weights", "train") or key == "data.num_classes")
+               and key not in RESUME_MAY_CHANGE and saved.get(key) != now.get(key)]
+    if changed:
+        detail = ", ".join(f"{key}: {saved.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
+        raise ResumeError(f"{path} was written with other settings ({detail}); resume with the same "
+                          "settings, or start over with --no-resume or another --out")
+
+
+def _flatten(config_dict: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in config_dict.items() for key, value in values.items()}
+
+
+def _num_classes(train_set: FERDataset, config: Config) -> int:
+    if train_set.num_classes != config.data.num_classes:
+        raise ValueError(f"{train_set.data_dir}: the dataset has {train_set.num_classes} classes "
+                         f"({', '.join(train_set.class_names)}) but data.num_classes is {config.data.num_classes}; "
+                         f"pass --set data.num_classes={train_set.num_classes}")
+    return train_set.num_classes
+
+
+def make_meta(config: Config, class_names: Sequence[str], best_epoch: int, best_metrics: dict[str, float],
+              class_weights: Sequence[float]) -> dict[str, Any]:
+    """What serving, evaluation and the registry need to use the model without the training code."""
+    return {
+        "class_names": list(class_names),
+        "num_classes": len(class_names),
+        "image_size": config.train.image_size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "model": config.to_dict()["model"],
+        "best_epoch": best_epoch,
+        "val_metrics": dict(best_metrics),
+        "class_weights": {name: float(w) for name, w in zip(class_names, class_weights)},
+        "weights_scheme": config.weights.scheme,
+    }
+
+
+def _lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    return {f"lr_{group.get('name', index)}": float(group["lr"]) for index, group in enumerate(optimizer.param_groups)}
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+def train(config: Config, data_dir: str | Path, run_dir: str | Path, callbacks: Iterable[Any] = (),
+          resume: bool = True, export: bool = True) -> TrainResult:
+    """Train on DIR's train split, select on its val split, write the run folder; see module docstring."""
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    cfg = config.train
+    info, device = D.init_distributed(cfg.device)
+    try:
+        return _train(config, data_dir, run_dir, CallbackList(tuple(callbacks), enabled=info.is_main),
+                      resume, export, info, device)
+    finally:
+        D.shutdown(info)
+
+
+def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackList, resume: bool, export: bool,
+           info: D.DistInfo, device: torch.device) -> TrainResult:
+    cfg = config.train
+    seed_everything(cfg.seed + info.rank, cfg.deterministic)
+    checkpoint_path = run_dir / "checkpoints" / "last.pt"
+    best_path = run_dir / "best.pt"
+
+    # data
+    train_set = FERDataset(data_dir, "train", train_transform_from_config(cfg), cache_mb=cfg.cache_images_mb)
+    val_set = FERDataset(data_dir, "val", eval_transform(cfg.image_size), cache_mb=cfg.cache_images_mb)
+    num_classes = _num_classes(train_set, config)
+    class_names = train_set.class_names
+    if len(train_set) < 2 * info.world_size:
+        raise ValueError(f"{data_dir / MANIFEST}: {len(train_set)} train images are too few for "
+                         f"{info.world_size} process(es) (BatchNorm needs >= 2 per batch)")
+    train_sampler = EpochBatchSampler(len(train_set), cfg.batch_size, seed=cfg.seed, shuffle=True, rank=info.rank,
+                                      world_size=info.world_size, max_batches=cfg.max_steps_per_epoch)
+    val_sampler = EpochBatchSampler(len(val_set), config.evaluate.batch_size, shuffle=False, rank=info.rank,
+                                    world_size=info.world_size)
+    batches_per_epoch = train_sampler.batches_per_epoch()
+
+    # model, loss, optimiser
+    counts = train_counts(data_dir / MANIFEST, num_classes)
+    class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
+                                          config.weights.max_weight)
+    model = build_model(config.model, num_classes)
+    loss_fn = WeightedAddUpLoss(class_weights)
+    optimizer = torch.optim.Adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
+    mix_generator = torch.Generator().manual_seed(cfg.seed * 7919 + info.rank)
+
+    state: dict[str, Any] = {
+        "epoch": 0, "batch": 0, "global_step": 0, "best_metric": -math.inf, "best_epoch": -1,
+        "best_metrics": {}, "stale_epochs": 0, "history": [], "finished": False, "stopped_early": False,
+        "sums": {"loss": 0.0, "correct": 0, "seen": 0},
+    }
+    resumed = False
+    if resume and checkpoint_path.is_file():
+        checkpoint = load_torch(checkpoint_path)
+        _check_resumable(checkpoint, config, checkpoint_path)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        for key in ("epoch", "batch", "global_step", "best_metric", "best_epoch", "best_metrics", "stale_epochs",
+                    "history", "finished", "stopped_early"):
+            state[key] = checkpoint[key]
+        ranks = checkpoint["rank_state"]
+        if len(ranks) == info.world_size:
+            restore_rng(ranks[info.rank]["rng"], mix_generator)
+            state["sums"] = dict(ranks[info.rank]["sums"])
+        else:  # another world size: the data shards differ anyway, so the stream cannot be exact
+            logger.warning("%s was written by %d process(es), now %d: resuming, not bit-exactly",
+                           checkpoint_path, len(ranks), info.world_size)
+        if state["epoch"] < cfg.epochs and not state["stopped_early"]:
+            state["finished"] = False  # more epochs asked for than the checkpoint ran
+        resumed = True
+        if info.is_main:
+            logger.info("resuming %s at epoch %d, batch %d", checkpoint_path, state["epoch"] + 1, state["batch"])
+    elif config.model.pretrained:
+        from fer_core.model.weights import load_backbone_weights
+
+        report = load_backbone_weights(model, config.model.pretrained, config.model.pretrained_key_map)
+        if info.is_main:
+            logger.info("backbone weights: %s", report.summary())
+
+    model.to(device)
+    loss_fn.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        _move_optimizer_state(optimizer, device)
+    step_module: nn.Module = TrainStep(model, loss_fn, config.model.mixing)
+    if info.distributed:
+        # without mixing the logvar head gets no gradient: DDP must be told some parameters may be unused
+        step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=not config.model.mixing)
+    train_loader = make_loader(train_set, train_sampler, cfg.workers, device, cfg.seed)
+    val_loader = make_loader(val_set, val_sampler, cfg.workers, device, cfg.seed)
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+        write_json(run_dir / "weights.json", {
+            "scheme": config.weights.scheme, "beta": config.weights.beta, "max_weight": config.weights.max_weight,
+            "class_names": class_names, "counts": dict(zip(class_names, counts)),
+            "weights": dict(zip(class_names, class_weights.tolist())),
+        })
+        callbacks.on_train_start(TrainContext(
+            config=config.to_dict(), run_dir=run_dir, data_dir=data_dir, class_names=list(class_names),
+            train_counts=counts, class_weights=class_weights.tolist(), num_train=len(train_set),
+            num_val=len(val_set), device=str(device), world_size=info.world_size, start_epoch=state["epoch"],
+            resumed=resumed, num_parameters=count_parameters(model)))
+
+    def save_checkpoint() -> None:
+        # every rank contributes its RNG and running sums; rank 0 writes
+        rank_state = D.all_gather_objects({"rng": capture_rng(mix_generator), "sums": dict(state["sums"])}, info)
+        if info.is_main:
+            save_torch({
+                "format": CHECKPOINT_FORMAT, "config": config.to_dict(),
+                "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rank_state": rank_state,
+                **{key: value for key, value in state.items() if key != "sums"},
+            }, checkpoint_path)
+            callbacks.on_checkpoint(checkpoint_path)
+        D.barrier(info)
+
+    def on_step(current: dict[str, Any]) -> None:
+        if info.is_main:
+            callbacks.on_step_end(current["global_step"], {"train_loss_running": current["sums"]["loss"] /
+                                                           max(current["sums"]["seen"], 1)})
+        every = cfg.checkpoint_every_steps
+        if every > 0 and current["global_step"] % every == 0 and current["batch"] < batches_per_epoch:
+            save_checkpoint()
+
+    while not state["finished"]:
+        epoch = state["epoch"]
+        started = time.perf_counter()
+        train_sampler.set_epoch(epoch)
+        train_sampler.set_start(state["batch"])
+        train_one_epoch(step_module, model, train_loader, optimizer, device, mix_generator, state, on_step,
+                        progress=info.is_main)
+        sums = D.all_reduce_sum(torch.tensor([state["sums"]["loss"], state["sums"]["correct"],
+                                              state["sums"]["seen"]], dtype=torch.float64), info).tolist()
+        val = evaluate_split(model, val_loader, loss_fn, device, num_classes, info)
+        lrs = _lrs(optimizer)
+        scheduler.step()
+        seconds = time.perf_counter() - started
+        entry = {
+            "epoch": epoch + 1, "train_loss": sums[0] / max(sums[2], 1), "train_accuracy": sums[1] / max(sums[2], 1),
+            **{f"val_{key}": value for key, value in val.items()}, **lrs, "epoch_seconds": seconds,
+        }
+        state["history"].append(entry)
+        improved = entry[BEST_METRIC] > state["best_metric"]
+        if improved:
+            state.update(best_metric=entry[BEST_METRIC], best_epoch=epoch + 1, stale_epochs=0,
+                         best_metrics={k: v for k, v in entry.items() if k.startswith("val_")})
+            if info.is_main:
+                save_torch({"state_dict": cpu_state_dict(model),
+                            "meta": make_meta(config, class_names, epoch + 1, state["best_metrics"],
+                                              class_weights.tolist())}, best_path)
+        else:
+            state["stale_epochs"] += 1
+        patience = cfg.early_stopping_patience
+        state["stopped_early"] = patience > 0 and state["stale_epochs"] >= patience
+        state.update(epoch=epoch + 1, batch=0, sums={"loss": 0.0, "correct": 0, "seen": 0})
+        state["finished"] = state["epoch"] >= cfg.epochs or state["stopped_early"]
+        if info.is_main:
+            logger.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f mca %.4f%s (%.1fs)",
+                        epoch + 1, cfg.epochs, entry["train_loss"], entry["train_accuracy"], entry["val_loss"],
+                        entry["val_accuracy"], entry["val_mean_class_accuracy"], " *" if improved else "", seconds)
+            write_json(run_dir / "history.json", state["history"])
+            callbacks.on_epoch_end(epoch + 1, entry)
+        save_checkpoint()
+
+    return _finish(config, run_dir, best_path, state, class_names, class_weights.tolist(), callbacks, info, export)
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for param_state in optimizer.state.values():
+        for key, value in param_state.items():
+            if isinstance(value, Tensor) and key != "step":
+                param_state[key] = value.to(device)
+
+
+def _finish(config: Config, run_dir: Path, best_path: Path, state: dict[str, Any], class_names: list[str],
+            class_weights: list[float], callbacks: CallbackList, info: D.DistInfo, export: bool) -> TrainResult:
+    """Rank 0: history.json, meta.json and model.pt2 from the best checkpoint; every rank: the result."""
+    result = TrainResult(run_dir=run_dir, best_epoch=state["best_epoch"], best_metrics=dict(state["best_metrics"]),
+                         epochs_completed=state["epoch"], stopped_early=state["stopped_early"],
+                         history=list(state["history"]), best_path=best_path)
+    if info.is_main:
+        write_json(run_dir / "history.json", state["history"])
+        best = load_torch(best_path)
+        write_json(run_dir / "meta.json", best["meta"])
+        if export:
+            from fer_core.model.export import export_model
+
+            model = build_model(config.model, len(class_names))
+            model.load_state_dict(best["state_dict"])
+            result.model_path = export_model(model.eval(), run_dir / "model.pt2", config.train.image_size)
+        callbacks.on_train_end(result)
+    D.barrier(info)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for torchrun: the same `train` as `fer train`, without the click layer."""
+    parser = argparse.ArgumentParser(prog="python -m fer_core.training.engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="prepared dataset folder")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--params", default=None, help="params.yaml (default: $FER_PARAMS or ./params.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--no-export", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.params, args.overrides)
+    result = train(config, args.data, args.out, resume=not args.no_resume, export=not args.no_export)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best epoch {result.best_epoch}: {BEST_METRIC} {result.best_metrics.get(BEST_METRIC, float('nan')):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Evaluation of a trained run (metrics.json, predictions, plots, noisy-label AUROC) and the CLI bodies."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fer_cli.main import cli
+from fer_core.evaluation.evaluate import evaluate_run
+from fer_core.training.engine import train
+from tests.training.conftest import make_prepared_dataset, tiny_config
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    """A 2-epoch run on a dataset whose train split has 6 flipped labels and a synth_truth.csv."""
+    torch.set_num_threads(1)
+    data = make_prepared_dataset(tmp_path_factory.mktemp("noisy_data"), flip_train=6)
+    run = tmp_path_factory.mktemp("noisy_run")
+    train(tiny_config(), data, run, export=False)
+    return data, run
+
+
+def test_evaluate_writes_metrics_predictions_and_plots(noisy_run):
+    data, run = noisy_run
+    metrics = evaluate_run(run, data)
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    confusion = metrics["confusion_matrix"]
+    assert sum(map(sum, confusion)) == metrics["num_samples"] == 7
+    assert metrics["accuracy"] == pytest.approx(sum(confusion[i][i] for i in range(7)) / 7)
+    assert set(metrics["per_class_recall"]) == {"neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"}
+    for key in ("mean_class_accuracy", "macro_f1", "ece", "per_class_precision", "per_class_f1"):
+        assert key in metrics
+    assert 0.0 <= metrics["ece"] <= 1.0
+    stats = metrics["uncertainty"]
+    assert stats["count_correct"] + stats["count_wrong"] == 7 and stats["mean"] > 0
+
+    with open(run / "predictions_test.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 7
+    assert metrics["accuracy"] == pytest.approx(sum(r["label"] == r["prediction"] for r in rows) / 7)
+
+    noise = metrics["noise"]
+    assert noise["num_flipped"] == 6 and noise["num_matched"] == 28
+    assert 0.0 <= noise["auroc"] <= 1.0
+
+    assert len(metrics["plots"]) == 4
+    for relative in metrics["plots"]:
+        assert (run / relative).read_bytes()[:8] == PNG_MAGIC, relative
+
+
+def test_evaluating_another_split_keeps_metrics_json(noisy_run):
+    data, run = noisy_run
+    metrics = evaluate_run(run, data, split="val")
+    assert metrics["split"] == "val" and (run / "metrics_val.json").is_file()
+    assert (run / "plots" / "val_confusion_matrix.png").is_file()
+
+
+def test_cli_train_then_evaluate(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    sets = [arg for key, value in tiny_config(**{"train.epochs": 1}).flat().items()
+            if key.startswith(("train.", "model.", "evaluate.")) for arg in ("--set", f"{key}={value}")]
+    runner = CliRunner()
+    trained = runner.invoke(cli, ["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1", *sets])
+    assert trained.exit_code == 0, trained.output
+    assert "val_mean_class_accuracy" in trained.output and (run / "model.pt2").is_file()
+    evaluated = runner.invoke(cli, ["evaluate", "--run", str(run), "--data", str(tiny_data), *sets])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "mean_class_accuracy" in evaluated.output and "per-class recall" in evaluated.output
+    assert (run / "metrics.json").is_file()
+
+
+def test_cli_evaluate_without_a_run_says_so(tiny_data, tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tmp_path / "nothing"), "--data", str(tiny_data)])
+    assert result.exit_code == 1
+    assert "best.pt not found" in result.output
+
+
+def test_truth_file_matches_source_ids_with_or_without_extension(tmp_path):
+    from fer_core.evaluation.evaluate import read_truth
+
+    path = tmp_path / "synth_truth.csv"
+    path.write_text("name,split,label,clean_label,flipped,intensity\n"
+                    "train_00001.jpg,train,1,2,1,0.5\ntrain_00002.jpg,train,3,3,0,0.5\n")
+    truth = read_truth(path)
+    assert truth["train_00001.jpg"] is True and truth["train_00001"] is True  # ingest keeps the stem
+    assert truth["train_00002"] is False
+    path.write_text("name,flipped\ntrain_00003.jpg,maybe\n")
+    with pytest.raises(ValueError, match="line 2: flipped must be 0/1"):
+        read_truth(path)
