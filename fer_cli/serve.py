@@ -1,10 +1,173 @@
-"""`fer serve package | start | stop | predict`."""
+"""`fer serve package | start | stop | status | predict | deploy`."""
 
 from __future__ import annotations
 
+import functools
+import json
+import tempfile
+from pathlib import Path
+
 import click
+
+from fer_cli.common import config_options, fail
+
+
+def server_options(func):
+    """Where TorchServe listens and keeps state; defaults from serve.* config and FER_HOME."""
+
+    @click.option("--address", default=None, help="Bind address (default serve.address, 127.0.0.1).")
+    @click.option("--inference-port", type=int, default=None, help="Default serve.inference_port (8080).")
+    @click.option("--management-port", type=int, default=None, help="Default serve.management_port (8081).")
+    @click.option("--metrics-port", type=int, default=None, help="Default serve.metrics_port (8082).")
+    @click.option("--model-store", type=click.Path(file_okay=False), default=None,
+                  help="Folder of .mar files (default FER_HOME/model_store).")
+    @functools.wraps(func)
+    def wrapper(*args, address, inference_port, management_port, metrics_port, model_store, config, **kwargs):
+        from fer_core.serving.server import ServerSettings
+
+        settings = ServerSettings.from_config(config.serve, model_store=Path(model_store) if model_store else None,
+                                              address=address, inference_port=inference_port,
+                                              management_port=management_port, metrics_port=metrics_port)
+        return func(*args, settings=settings, config=config, **kwargs)
+
+    return wrapper
 
 
 @click.group()
 def serve() -> None:
     """Package the champion for TorchServe, run TorchServe, and call it."""
+
+
+@serve.command()
+@click.option("--model-uri", default=None, help="Registry model, e.g. models:/fer-cbam-resnet@champion.")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
+              help="Or a local run folder holding model.pt2 and meta.json.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Model store folder for the .mar (default FER_HOME/model_store).")
+@click.option("--store", default=None, help="Also publish the .mar to this store (folder or s3://bucket/prefix).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking/registry URI (default $MLFLOW_TRACKING_URI "
+              "or FER_HOME's sqlite).")
+@config_options
+def package(model_uri, run_dir, out_dir, store, tracking_uri, config) -> None:
+    """Build a reproducible .mar (model.pt2, handler, meta.json, model-config.yaml)."""
+    from fer_core.home import fer_home
+    from fer_core.serving.package import PackageError, build_mar, publish_mar, resolve_registry, resolve_run
+
+    if bool(model_uri) == bool(run_dir):
+        raise click.UsageError("give exactly one of --model-uri or --run")
+    out_dir = Path(out_dir) if out_dir else fer_home() / "model_store"
+    try:
+        with tempfile.TemporaryDirectory(prefix="fer-download-") as download:
+            source = resolve_registry(model_uri, download, tracking_uri) if model_uri else resolve_run(run_dir)
+            mar = build_mar(source, out_dir, config.serve)
+        published = publish_mar(mar, store) if store else None
+    except (PackageError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    click.echo(json.dumps({"mar": str(mar), "model_name": config.serve.model_name,
+                           "model_version": source.model_version, "source": source.origin,
+                           "published": published}, indent=2))
+
+
+def _newest_mar(store: Path, model_name: str) -> list[str]:
+    archives = sorted(store.glob(f"{model_name}-*.mar"), key=lambda path: path.stat().st_mtime)
+    return [archives[-1].name] if archives else []
+
+
+@serve.command()
+@click.option("--model", "models", multiple=True,
+              help="A .mar in the model store to load (repeatable; default: the newest NAME-*.mar there).")
+@click.option("--timeout", type=float, default=180.0, show_default=True, help="Seconds to wait for /ping.")
+@config_options
+@server_options
+def start(models, timeout, settings, config) -> None:
+    """Start TorchServe (token auth on, loopback) unless it already runs; wait until healthy."""
+    from fer_core.serving.client import ServeError
+    from fer_core.serving.server import start_server
+
+    load = list(models) or _newest_mar(settings.model_store, config.serve.model_name)
+    try:
+        result = start_server(settings, load, timeout=timeout)
+    except ServeError as exc:
+        fail(str(exc))
+    if not result["started"]:
+        click.echo(f"TorchServe already running (pid {result['pid']}); not starting another", err=True)
+    click.echo(json.dumps(result, indent=2))
+
+
+@serve.command()
+@config_options
+@server_options
+def stop(settings, config) -> None:
+    """Stop the TorchServe started by `fer serve start` (and its workers)."""
+    from fer_core.serving.server import stop_server
+
+    click.echo("stopped" if stop_server(settings) else "TorchServe was not running")
+
+
+@serve.command()
+@config_options
+@server_options
+def status(settings, config) -> None:
+    """Running or not, health, models and ready workers (JSON); exit 1 when not running."""
+    from fer_core.serving.server import server_status
+
+    result = server_status(settings)
+    click.echo(json.dumps(result, indent=2))
+    if not result["running"]:
+        raise SystemExit(1)
+
+
+@serve.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--model-name", default=None, help="Default serve.model_name.")
+@click.option("--version", "model_version", default=None, help="A specific model version (default: the default).")
+@config_options
+@server_options
+def predict(images, model_name, model_version, settings, config) -> None:
+    """POST each IMAGE to /predictions/NAME with the bearer key; exit 1 if any answer is an error."""
+    from fer_core.serving.client import ServeError
+    from fer_core.serving.server import client_for
+
+    try:
+        client = client_for(settings)
+    except ServeError as exc:
+        fail(str(exc))
+    failures = 0
+    for image in images:
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            click.secho(f"{image}: cannot read: {exc.strerror}", fg="red", err=True)
+            failures += 1
+            continue
+        try:
+            answer = client.predict(model_name or config.serve.model_name, data, model_version)
+        except OSError as exc:  # requests' connection errors
+            fail(f"{settings.inference_url} unreachable: {exc}")
+        if answer.ok:
+            click.echo(json.dumps({"image": image, **answer.body}))
+        else:
+            failures += 1
+            message = answer.body.get("message") if isinstance(answer.body, dict) else answer.body
+            click.secho(f"{image}: HTTP {answer.status}: {message}", fg="red", err=True)
+    if failures:
+        raise SystemExit(1)
+
+
+@serve.command()
+@click.argument("mar", type=click.Path(dir_okay=False))
+@click.option("--model-name", default=None, help="Default serve.model_name.")
+@config_options
+@server_options
+def deploy(mar, model_name, settings, config) -> None:
+    """Publish MAR to the model store and swap the running server to it without downtime."""
+    from fer_core.serving.client import ServeError, deploy_model, read_keys
+    from fer_core.serving.package import PackageError, publish_mar
+
+    try:
+        stored = publish_mar(mar, settings.model_store)
+        result = deploy_model(stored, settings.management_url, read_keys(settings.key_file).management,
+                              model_name or config.serve.model_name, workers=config.serve.workers)
+    except (ServeError, PackageError) as exc:
+        fail(str(exc))
+    click.echo(json.dumps(result, indent=2))

@@ -1,0 +1,241 @@
+"""Start, stop and inspect a local TorchServe with our config.properties (token auth on, loopback only).
+
+We launch TorchServe's Java frontend ourselves instead of `torchserve --start`: that launcher keeps one
+pid file for the whole machine (`$TMP/.model_server.pid`) and writes key_file.json wherever it is
+called from. Here everything (pid file, config, key file, logs, extracted models) lives in
+FER_HOME/torchserve, so a test server and a user's server never see each other's state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import psutil
+
+from fer_core.config import ServeConfig
+from fer_core.home import fer_home
+from fer_core.io import atomic_write_text
+from fer_core.serving.client import KEY_FILE, ServeError, TorchServeClient, read_keys
+
+CONFIG_TEMPLATE = Path(__file__).with_name("config.properties")
+JAVA_MAIN = "org.pytorch.serve.ModelServer"
+PID_FILE = "torchserve.pid"
+DEFAULT_START_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the server listens and keeps its state; from `serve.*` config plus CLI overrides."""
+
+    home: Path
+    model_store: Path
+    address: str = "127.0.0.1"
+    inference_port: int = 8080
+    management_port: int = 8081
+    metrics_port: int = 8082
+    workers: int = 1
+    max_request_bytes: int = 10_485_760
+    token_expiration_min: int = 60
+
+    @classmethod
+    def from_config(cls, serve: ServeConfig, home: Path | None = None, model_store: Path | None = None,
+                    **overrides: Any) -> "ServerSettings":
+        home = Path(home) if home else fer_home() / "torchserve"
+        settings = cls(home=home.resolve(), model_store=Path(model_store or fer_home() / "model_store").resolve(),
+                       address=serve.address, inference_port=serve.inference_port,
+                       management_port=serve.management_port, metrics_port=serve.metrics_port,
+                       workers=serve.workers, max_request_bytes=serve.max_request_bytes,
+                       token_expiration_min=serve.token_expiration_min)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def inference_url(self) -> str:
+        return f"http://{self.address}:{self.inference_port}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{self.address}:{self.management_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.address}:{self.metrics_port}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.home / KEY_FILE
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / PID_FILE
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.properties"
+
+
+def render_config(settings: ServerSettings, load_models: list[str] | None = None) -> str:
+    """config.properties from the template; `load_models` are .mar names in the model store."""
+    template = Template(CONFIG_TEMPLATE.read_text(encoding="utf-8"))
+    text = template.substitute(
+        address=settings.address, inference_port=settings.inference_port,
+        management_port=settings.management_port, metrics_port=settings.metrics_port,
+        model_store=settings.model_store, home=settings.home, workers=settings.workers,
+        max_request_bytes=settings.max_request_bytes, token_expiration_min=settings.token_expiration_min,
+        load_models=",".join(load_models) if load_models else "",
+    )
+    # An empty value (no models to load at start) is left out rather than handed to TorchServe.
+    return "".join(line for line in text.splitlines(keepends=True) if not line.rstrip().endswith("="))
+
+
+def _java_command(settings: ServerSettings) -> list[str]:
+    """What `torchserve --start --ncs` runs, minus its machine-wide pid file; token auth never disabled."""
+    import ts
+
+    ts_home = Path(ts.__file__).resolve().parent.parent
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+    return [
+        java, f"-Dmodel_server_home={ts_home}", f"-Djava.io.tmpdir={settings.home / 'tmp'}",
+        "-XX:+UseSerialGC", "-Xmx1g",
+        "-cp", f".:{ts_home / 'ts' / 'frontend' / '*'}", JAVA_MAIN,
+        "--python", sys.executable, "-f", str(settings.config_file), "-s", str(settings.model_store), "-ncs",
+    ]
+
+
+def _running_pid(settings: ServerSettings) -> int | None:
+    """The pid in our pid file if that process is alive and is TorchServe's frontend, else None."""
+    try:
+        pid = int(settings.pid_file.read_text().strip())
+        process = psutil.Process(pid)
+        if JAVA_MAIN in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
+            return pid
+    except (FileNotFoundError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def client_for(settings: ServerSettings, timeout: float = 60.0) -> TorchServeClient:
+    return TorchServeClient(settings.inference_url, settings.management_url, read_keys(settings.key_file),
+                            timeout=timeout)
+
+
+def _log_tail(settings: ServerSettings, lines: int = 40) -> str:
+    chunks = []
+    for name in ("ts_stdout.log", "ts_log.log"):
+        path = settings.log_dir / name
+        if path.is_file():
+            chunks.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(chunks)
+
+
+def start_server(settings: ServerSettings, load_models: list[str] | None = None,
+                 timeout: float = DEFAULT_START_TIMEOUT) -> dict[str, Any]:
+    """Start TorchServe unless ours already runs; return once /ping answers Healthy.
+
+    Idempotent: a running server is reported ({"started": False, ...}), never started twice.
+    """
+    pid = _running_pid(settings)
+    if pid is not None:
+        return {"started": False, "pid": pid, **server_status(settings)}
+    for name in load_models or []:
+        if not (settings.model_store / name).is_file():
+            raise ServeError(f"{settings.model_store / name}: no such model archive in the model store")
+    settings.model_store.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    (settings.home / "tmp").mkdir(parents=True, exist_ok=True)
+    settings.key_file.unlink(missing_ok=True)  # a stale key file must not pass for a fresh one
+    atomic_write_text(settings.config_file, render_config(settings, load_models))
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "LOG_LOCATION": str(settings.log_dir), "METRICS_LOCATION": str(settings.log_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    with open(settings.log_dir / "ts_stdout.log", "ab") as log:
+        process = subprocess.Popen(_java_command(settings), cwd=settings.home, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    atomic_write_text(settings.pid_file, f"{process.pid}\n")
+    try:
+        wait_healthy(settings, process, timeout)
+    except BaseException:
+        stop_server(settings)
+        raise
+    return {"started": True, "pid": process.pid, **server_status(settings)}
+
+
+def wait_healthy(settings: ServerSettings, process: subprocess.Popen | None, timeout: float) -> None:
+    """Poll /ping (with the inference key) until Healthy; fail early if the server process died."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServeError(f"TorchServe exited with code {process.returncode} while starting\n"
+                             f"{_log_tail(settings)}")
+        if settings.key_file.is_file():
+            try:
+                if client_for(settings, timeout=5).ping().get("status") == "Healthy":
+                    return
+            except (ServeError, OSError) as exc:
+                last = str(exc)
+            except Exception as exc:  # requests' connection errors while Java binds its ports
+                last = repr(exc)
+        time.sleep(0.5)
+    raise ServeError(f"TorchServe not healthy after {timeout:.0f}s (last: {last})\n{_log_tail(settings)}")
+
+
+def stop_server(settings: ServerSettings, timeout: float = 60.0) -> bool:
+    """Stop our TorchServe and its Python workers; True if one was running."""
+    pid = _running_pid(settings)
+    if pid is None:
+        settings.pid_file.unlink(missing_ok=True)
+        return False
+    try:
+        parent = psutil.Process(pid)
+        family = [parent, *parent.children(recursive=True)]
+        parent.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs([parent], timeout=timeout)
+        for process in alive:
+            process.kill()
+        # Workers normally exit with the frontend; any left over are ours to end.
+        _, leftovers = psutil.wait_procs(family[1:], timeout=10)
+        for process in leftovers:
+            process.kill()
+    except psutil.NoSuchProcess:
+        pass
+    settings.pid_file.unlink(missing_ok=True)
+    settings.key_file.unlink(missing_ok=True)
+    return True
+
+
+def server_status(settings: ServerSettings) -> dict[str, Any]:
+    """Running or not, health, and the registered models with their versions and ready workers."""
+    pid = _running_pid(settings)
+    status: dict[str, Any] = {"running": pid is not None, "pid": pid, "inference_url": settings.inference_url,
+                              "management_url": settings.management_url, "metrics_url": settings.metrics_url,
+                              "home": str(settings.home), "model_store": str(settings.model_store)}
+    if pid is None:
+        return status
+    try:
+        client = client_for(settings, timeout=10)
+        status["health"] = client.ping().get("status")
+        models = client._management("GET", "/models").get("models", [])
+        status["models"] = {}
+        for entry in models:
+            versions = client.list_versions(entry["modelName"])
+            status["models"][entry["modelName"]] = [
+                {"version": str(v["modelVersion"]),
+                 "ready_workers": sum(w.get("status") == "READY" for w in v.get("workers", []))}
+                for v in versions
+            ]
+    except Exception as exc:  # a status report should say what failed, not crash
+        status["error"] = str(exc)
+    return status

@@ -1,0 +1,150 @@
+"""The TorchServe handler without Java: a real ts Context with per-request processors, real model."""
+
+from __future__ import annotations
+
+import io
+import math
+import uuid
+
+import pytest
+import torch
+from PIL import Image
+from ts.context import Context, RequestProcessor
+from ts.metrics.metrics_store import MetricsStore
+
+from fer_core.data.images import decode_image
+from fer_core.data.transforms import eval_transform
+from fer_core.labels import CLASS_NAMES_7
+from fer_core.model.export import load_exported
+from fer_core.serving.handler import FerHandler
+from fer_core.serving.inference import LocalPredictor, load_meta
+from tests.serving.conftest import BAD_REASONS, IMAGE_SIZE, encode, face_array
+
+PIXEL_LIMIT = 1_000_000
+
+
+def make_context(run_dir, version: str = "7") -> Context:
+    """What TorchServe's worker builds (ts/service.py), pointed at a run folder as the model dir."""
+    manifest = {"model": {"modelName": "fer", "modelVersion": version, "serializedFile": "model.pt2",
+                          "handler": "handler.py", "configFile": "model-config.yaml"}}
+    return Context("fer", str(run_dir), manifest, 8, None, "0.12.0", metrics=MetricsStore(uuid.uuid4(), "fer"),
+                   model_yaml_config={"handler": {"max_image_pixels": PIXEL_LIMIT}})
+
+
+def handle(handler: FerHandler, context: Context, bodies: list) -> list:
+    """One TorchServe batch: a request processor per item, as ts/service.py sets them."""
+    context.request_processor = [RequestProcessor({}) for _ in bodies]
+    context.request_ids = {i: f"req-{i}" for i in range(len(bodies))}
+    return handler.handle([{"body": body} for body in bodies], context)
+
+
+@pytest.fixture(scope="module")
+def served(run_dir):
+    handler = FerHandler()
+    context = make_context(run_dir)
+    handler.initialize(context)
+    return handler, context
+
+
+def expected_probabilities(run_dir, data: bytes) -> torch.Tensor:
+    """Independent reference: decode, evaluation transform, exported model, softmax."""
+    model = load_exported(run_dir / "model.pt2")
+    x = eval_transform(IMAGE_SIZE)(decode_image(data)).unsqueeze(0)
+    with torch.no_grad():
+        logits, _ = model(x)
+    return torch.softmax(logits, dim=1)[0]
+
+
+def test_prediction_schema_and_values(served, run_dir, good_images):
+    handler, context = served
+    [answer] = handle(handler, context, [good_images["rgb_png"]])
+    assert context.get_response_status(0) == (200, None)
+    assert set(answer) == {"label", "probabilities", "uncertainty", "model_name", "model_version"}
+    assert list(answer["probabilities"]) == list(CLASS_NAMES_7)
+    assert math.isclose(sum(answer["probabilities"].values()), 1.0, rel_tol=1e-5)
+    assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+    assert answer["uncertainty"] > 0
+    assert (answer["model_name"], answer["model_version"]) == ("fer", "7")
+    reference = expected_probabilities(run_dir, good_images["rgb_png"])
+    assert torch.allclose(torch.tensor(list(answer["probabilities"].values())), reference, atol=1e-5)
+
+
+def test_every_image_mode_is_served(served, good_images):
+    handler, context = served
+    names = list(good_images)
+    answers = handle(handler, context, [good_images[name] for name in names])
+    for index, (name, answer) in enumerate(zip(names, answers)):
+        assert context.get_response_status(index)[0] == 200, name
+        assert math.isclose(sum(answer["probabilities"].values()), 1.0, rel_tol=1e-5), name
+    by_name = dict(zip(names, answers))
+    # Lossless re-encodings of the same gray pixels must give the same answer.
+    for other in ("gray16_png",):
+        assert by_name[other]["probabilities"] == pytest.approx(by_name["gray_png"]["probabilities"], abs=1e-5)
+    assert by_name["rgba_png"]["probabilities"] == pytest.approx(by_name["rgb_png"]["probabilities"], abs=1e-6)
+
+
+def test_exif_rotation_is_applied(served):
+    handler, context = served
+    image = Image.fromarray(face_array(60, 36))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    tagged = encode(image, "PNG", exif=exif.tobytes())
+    upright = encode(image.transpose(Image.Transpose.ROTATE_270))
+    plain = encode(image)
+    rotated, expected, unrotated = handle(handler, context, [tagged, upright, plain])
+    assert rotated["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert rotated["probabilities"] != pytest.approx(unrotated["probabilities"], abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", list(BAD_REASONS))
+def test_bad_input_gets_its_own_400_in_a_batch(served, good_images, bad_images, kind):
+    handler, context = served
+    answers = handle(handler, context, [good_images["rgb_png"], bad_images[kind], good_images["gray_png"]])
+    assert context.get_response_status(0)[0] == 200
+    assert context.get_response_status(2)[0] == 200
+    code, phrase = context.get_response_status(1)
+    assert code == 400
+    assert answers[1]["code"] == 400 and answers[1]["type"] == "InvalidImage"
+    assert BAD_REASONS[kind] in answers[1]["message"].lower(), answers[1]["message"]
+    assert phrase == answers[1]["message"]
+    assert "label" in answers[0] and "label" in answers[2]
+
+
+def test_text_and_json_bodies_are_refused(served):
+    """TorchServe hands text/* bodies over as str and application/json as parsed objects."""
+    handler, context = served
+    answers = handle(handler, context, ["some text", {"image": "base64?"}, ""])
+    assert [context.get_response_status(i)[0] for i in range(3)] == [400, 400, 400]
+    assert "text" in answers[0]["message"]
+    assert "json" in answers[1]["message"].lower()
+    assert "empty" in answers[2]["message"]
+
+
+def test_whole_batch_of_bad_inputs(served, bad_images):
+    handler, context = served
+    answers = handle(handler, context, list(bad_images.values()))
+    assert all(answer["code"] == 400 for answer in answers)
+
+
+def test_local_predictor_matches_handler(served, run_dir, good_images):
+    handler, context = served
+    bodies = list(good_images.values())
+    local = LocalPredictor(run_dir, model_name="fer", model_version="7", max_image_pixels=PIXEL_LIMIT)
+    assert local.predict(bodies) == handle(handler, context, bodies)
+
+
+def test_meta_mismatch_is_refused(tmp_path, run_dir):
+    (tmp_path / "model.pt2").symlink_to(run_dir / "model.pt2")
+    meta = load_meta(run_dir / "meta.json")
+    meta["mean"] = [0.5, 0.5, 0.5]
+    import json
+
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="mean/std"):
+        FerHandler().initialize(make_context(tmp_path))
+
+
+def test_meta_missing_keys_named(tmp_path):
+    (tmp_path / "meta.json").write_text('{"class_names": ["a"]}')
+    with pytest.raises(ValueError, match="image_size"):
+        load_meta(tmp_path / "meta.json")

@@ -1,0 +1,193 @@
+"""A real TorchServe (Java) on free loopback ports: one start for the whole module, always stopped."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from fer_cli.main import cli
+from fer_core.config import ServeConfig
+from fer_core.serving.client import TorchServeClient, deploy_model, read_keys
+from fer_core.serving.inference import LocalPredictor
+from fer_core.serving.package import build_mar, publish_mar, resolve_run
+from fer_core.serving.server import ServerSettings, server_status, start_server, stop_server
+from tests.conftest import free_port
+from tests.serving.conftest import BAD_REASONS
+
+pytestmark = pytest.mark.integration
+
+PIXEL_LIMIT = 1_000_000
+SERVE = ServeConfig(batch_size=8, max_batch_delay_ms=20, workers=1, max_image_pixels=PIXEL_LIMIT,
+                    max_request_bytes=2_000_000)
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):
+    """TorchServe serving run_dir's model; stopped at the end whatever happens."""
+    home = tmp_path_factory.mktemp("ts_home")
+    settings = ServerSettings.from_config(SERVE, home=home / "torchserve", model_store=home / "model_store",
+                                          inference_port=free_port(), management_port=free_port(),
+                                          metrics_port=free_port())
+    source = resolve_run(run_dir)
+    mar = build_mar(source, settings.model_store, SERVE)
+    try:
+        start_server(settings, [mar.name], timeout=240)
+        yield settings, source.model_version, home
+    finally:
+        stop_server(settings)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    settings, _, _ = server
+    return TorchServeClient(settings.inference_url, settings.management_url, read_keys(settings.key_file))
+
+
+def test_rest_equals_in_process(server, client, run_dir, good_images):
+    _, version, _ = server
+    local = LocalPredictor(run_dir, model_name="fer", model_version=version, max_image_pixels=PIXEL_LIMIT)
+    for name, data in good_images.items():
+        answer = client.predict("fer", data)
+        [expected] = local.predict([data])
+        assert answer.status == 200, (name, answer.body)
+        assert answer.body["label"] == expected["label"], name
+        assert answer.body["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5), name
+        assert answer.body["uncertainty"] == pytest.approx(expected["uncertainty"], rel=1e-4), name
+        assert answer.body["model_version"] == version
+
+
+def test_token_is_required(server, client, good_images):
+    settings, _, _ = server
+    image = good_images["rgb_png"]
+    url = f"{settings.inference_url}/predictions/fer"
+    missing = requests.post(url, data=image, timeout=30)
+    wrong = requests.post(url, data=image, headers={"Authorization": "Bearer not-the-key"}, timeout=30)
+    with_management_key = requests.post(url, data=image, timeout=30,
+                                        headers={"Authorization": f"Bearer {client.keys.management}"})
+    for response in (missing, wrong, with_management_key):
+        assert 400 <= response.status_code < 500
+        assert "Token Authorization failed" in response.json()["message"]
+    assert requests.get(f"{settings.management_url}/models", timeout=30).status_code in (400, 401, 403)
+    # TorchServe 0.12 guards even /ping with the inference key.
+    assert requests.get(f"{settings.inference_url}/ping", timeout=30).status_code == 400
+    assert client.ping()["status"] == "Healthy"
+
+
+def test_bad_inputs_get_4xx_and_server_keeps_serving(client, bad_images, good_images):
+    for kind, data in bad_images.items():
+        answer = client.predict("fer", data)
+        assert 400 <= answer.status < 500, (kind, answer.status, answer.body)
+        assert BAD_REASONS[kind] in answer.body["message"].lower(), (kind, answer.body)
+        assert client.predict("fer", good_images["rgb_jpeg"]).status == 200, f"after {kind}"
+
+
+def test_text_json_and_oversized_bodies(server, client, good_images):
+    settings, _, _ = server
+    headers = {"Authorization": f"Bearer {client.keys.inference}"}
+    url = f"{settings.inference_url}/predictions/fer"
+    text = requests.post(url, data="hello", headers={**headers, "Content-Type": "text/plain"}, timeout=30)
+    as_json = requests.post(url, json={"image": "x"}, headers=headers, timeout=30)
+    oversized = requests.post(url, data=os.urandom(SERVE.max_request_bytes + 1000), headers=headers, timeout=30)
+    assert text.status_code == 400 and "text" in text.json()["message"]
+    assert as_json.status_code == 400 and "json" in as_json.json()["message"].lower()
+    assert oversized.status_code == 413, (oversized.status_code, oversized.text)
+    assert client.predict("fer", good_images["rgb_png"]).status == 200
+
+
+def _hammer(settings, keys, bodies: list[bytes], concurrency: int) -> list[tuple[int, dict]]:
+    local = threading.local()
+
+    def one(body: bytes):
+        if not hasattr(local, "client"):
+            local.client = TorchServeClient(settings.inference_url, settings.management_url, keys, timeout=120)
+        answer = local.client.predict("fer", body)
+        return answer.status, answer.body
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, bodies))
+
+
+def test_500_requests_at_concurrency_16(server, client, good_images, bad_images):
+    settings, _, _ = server
+    rng = random.Random(0)
+    goods, bads = list(good_images.values()), list(bad_images.values())
+    bodies = [rng.choice(bads) if i % 10 == 0 else rng.choice(goods) for i in range(500)]
+    results = _hammer(settings, client.keys, bodies, 16)
+    assert len(results) == 500
+    statuses = [status for status, _ in results]
+    assert not [s for s in statuses if s >= 500]
+    for i, (status, body) in enumerate(results):
+        if i % 10 == 0:
+            assert status == 400 and body["type"] == "InvalidImage"
+        else:
+            assert status == 200 and "label" in body
+
+
+def test_cli_against_running_server(server, good_images, bad_images, tmp_path, monkeypatch):
+    settings, version, home = server
+    monkeypatch.setenv("FER_HOME", str(home))
+    ports = ["--inference-port", str(settings.inference_port), "--management-port",
+             str(settings.management_port), "--metrics-port", str(settings.metrics_port)]
+    good, bad = tmp_path / "face.jpg", tmp_path / "broken.jpg"
+    good.write_bytes(good_images["rgb_jpeg"])
+    bad.write_bytes(bad_images["truncated"])
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["serve", "predict", str(good), *ports])
+    assert ok.exit_code == 0, ok.output
+    assert f'"model_version": "{version}"' in ok.output
+    mixed = runner.invoke(cli, ["serve", "predict", str(good), str(bad), *ports])
+    assert mixed.exit_code == 1
+    assert "broken.jpg: HTTP 400: truncated or corrupt" in mixed.output
+    again = runner.invoke(cli, ["serve", "start", *ports])
+    assert again.exit_code == 0 and "already running" in again.output
+    status = runner.invoke(cli, ["serve", "status", *ports])
+    assert status.exit_code == 0 and '"health": "Healthy"' in status.output
+    # Deploying the version already served only (re)makes it the default.
+    redeploy = runner.invoke(cli, ["serve", "deploy", str(settings.model_store / f"fer-{version}.mar"), *ports])
+    assert redeploy.exit_code == 0, redeploy.output
+    assert '"unregistered": []' in redeploy.output and f'"model_version": "{version}"' in redeploy.output
+
+
+def test_prometheus_metrics(server):
+    settings, _, _ = server
+    response = requests.get(f"{settings.metrics_url}/metrics", timeout=30)
+    assert response.status_code == 200
+    assert "ts_inference_requests_total" in response.text
+
+
+def test_swap_version_under_load(server, client, run_dir_b, good_images):
+    """deploy_model registers the new version, makes it default and drops the old: no failed request."""
+    settings, old_version, _ = server
+    new_mar = build_mar(resolve_run(run_dir_b), settings.model_store.parent / "build", SERVE)
+    stored = publish_mar(new_mar, settings.model_store)
+    results: list[tuple[int, dict]] = []
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            results.extend(_hammer(settings, client.keys, [good_images["rgb_png"]] * 8, 4))
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(1.0)
+        report = deploy_model(stored, settings.management_url, client.keys.management, "fer")
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        worker.join(timeout=300)
+    new_version = report["model_version"]
+    assert new_version != old_version and report["unregistered"] == [old_version]
+    assert results and all(status == 200 for status, _ in results), {s for s, _ in results}
+    versions = [body["model_version"] for _, body in results]
+    assert versions[0] == old_version and versions[-1] == new_version
+    assert client.predict("fer", good_images["rgb_png"]).body["model_version"] == new_version
+    models = server_status(settings)["models"]["fer"]
+    assert [entry["version"] for entry in models] == [new_version]
