@@ -1,0 +1,234 @@
+"""The token gateway in front of TorchServe (docker/torchserve_gateway.py), over real sockets.
+
+TorchServe itself is stood in for by a small HTTP server that enforces its own keys exactly as
+TorchServe 0.12 does (Bearer key from key_file.json, 400 otherwise); the gateway runs unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+GATEWAY = REPO / "docker" / "torchserve_gateway.py"
+KEYS = {"inference": {"key": "inf-key"}, "management": {"key": "man-key"}, "API": {"key": "api-key"}}
+
+
+def load_gateway():
+    spec = importlib.util.spec_from_file_location("torchserve_gateway", GATEWAY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_torchserve(key: str) -> ThreadingHTTPServer:
+    """Answers like TorchServe with token auth on: 400 without its key, else echoes the request."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("Authorization") != f"Bearer {key}":
+                status, reply = 400, {"code": 400, "message": "Token Authorization failed."}
+            elif self.path == "/ping":
+                status, reply = 200, {"status": "Healthy"}
+            elif self.path.startswith("/missing"):
+                status, reply = 404, {"code": 404, "message": "Model not found"}
+            else:
+                status, reply = 200, {"method": self.command, "path": self.path, "body": body.decode("latin-1"),
+                                      "content_type": self.headers.get("Content-Type")}
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Two fake TorchServe listeners + the gateway in front of them; yields (urls, files)."""
+    gateway = load_gateway()
+    token_file, key_file = tmp_path / "token", tmp_path / "key_file.json"
+    token_file.write_text("client-secret-token\n", encoding="utf-8")
+    key_file.write_text(json.dumps(KEYS), encoding="utf-8")
+    upstreams = {"inference": fake_torchserve("inf-key"), "management": fake_torchserve("man-key")}
+    routes = [gateway.Route(kind, ("127.0.0.1", 0), upstreams[kind].server_address[:2]) for kind in upstreams]
+    servers = gateway.build_servers(routes, gateway.ClientToken(token_file), gateway.TorchServeKeys(key_file),
+                                    max_body=1024)
+    running = list(upstreams.values()) + servers
+    for server in running:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    urls = {route.kind: f"http://127.0.0.1:{server.server_address[1]}" for route, server in zip(routes, servers)}
+    yield urls, {"token": token_file, "keys": key_file}
+    for server in running:
+        server.shutdown()
+        server.server_close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_requests_without_the_secret_token_are_refused(stack):
+    urls, _ = stack
+    assert requests.post(f"{urls['inference']}/predictions/fer", data=b"img").status_code == 401
+    assert requests.post(f"{urls['inference']}/predictions/fer", data=b"img", headers=bearer("wrong")).status_code == 401
+    # TorchServe's own key is not a way in either: clients only ever hold the Secret's token.
+    answer = requests.get(f"{urls['management']}/models", headers=bearer("man-key"))
+    assert answer.status_code == 401 and "fer-torchserve-token" in answer.json()["message"]
+
+
+def test_the_secret_token_is_swapped_for_torchserves_own_key(stack):
+    urls, _ = stack
+    answer = requests.post(f"{urls['inference']}/predictions/fer", data=b"\x89PNG-bytes",
+                           headers={**bearer("client-secret-token"), "Content-Type": "application/octet-stream"})
+    assert answer.status_code == 200
+    assert answer.json() == {"method": "POST", "path": "/predictions/fer", "body": "\x89PNG-bytes",
+                             "content_type": "application/octet-stream"}
+    registered = requests.post(f"{urls['management']}/models?url=fer.mar&initial_workers=1",
+                               headers=bearer("client-secret-token"))
+    assert registered.status_code == 200 and registered.json()["path"] == "/models?url=fer.mar&initial_workers=1"
+    missing = requests.get(f"{urls['management']}/missing/fer", headers=bearer("client-secret-token"))
+    assert missing.status_code == 404 and missing.json()["message"] == "Model not found"  # passed through
+
+
+def test_chunked_bodies_are_forwarded_and_oversized_ones_refused(stack):
+    urls, _ = stack
+    answer = requests.post(f"{urls['inference']}/predictions/fer", data=iter([b"ab", b"cd"]),
+                           headers=bearer("client-secret-token"))
+    assert answer.status_code == 200 and answer.json()["body"] == "abcd"
+    too_big = requests.post(f"{urls['inference']}/predictions/fer", data=b"x" * 2048,
+                            headers=bearer("client-secret-token"))
+    assert too_big.status_code == 413
+
+
+def test_healthz_needs_no_token_and_follows_torchserve(stack):
+    urls, files = stack
+    assert requests.get(f"{urls['inference']}/healthz").json() == {"status": "ok"}
+    files["keys"].unlink()  # TorchServe not up yet: no key file
+    answer = requests.get(f"{urls['inference']}/healthz")
+    assert answer.status_code == 503 and answer.json() == {"status": "unavailable"}
+    assert requests.get(f"{urls['management']}/healthz").status_code == 401  # management has no open path
+
+
+def test_rotated_token_and_keys_are_picked_up_without_restart(stack):
+    urls, files = stack
+    files["token"].write_text("rotated-token", encoding="utf-8")
+    os.utime(files["token"], ns=(1, 1))  # a different mtime even on coarse clocks
+    assert requests.get(f"{urls['inference']}/ping", headers=bearer("client-secret-token")).status_code == 401
+    assert requests.get(f"{urls['inference']}/ping", headers=bearer("rotated-token")).status_code == 200
+    files["keys"].write_text(json.dumps({**KEYS, "inference": {"key": "stale"}}), encoding="utf-8")
+    os.utime(files["keys"], ns=(2, 2))
+    assert requests.get(f"{urls['inference']}/ping", headers=bearer("rotated-token")).status_code == 400
+
+
+def test_gateway_refuses_to_start_with_a_placeholder_token(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("REPLACE_ME", encoding="utf-8")
+    env = {**os.environ, "FER_GATEWAY_TOKEN_FILE": str(token), "FER_GATEWAY_KEY_FILE": str(tmp_path / "k.json"),
+           "FER_GATEWAY_INFERENCE": "127.0.0.1:0=127.0.0.1:1", "FER_GATEWAY_MANAGEMENT": "127.0.0.1:0=127.0.0.1:2"}
+    result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "holds no real token ('REPLACE_ME')" in result.stderr
+    env["FER_GATEWAY_INFERENCE"] = "8080"
+    token.write_text("real", encoding="utf-8")
+    result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "FER_GATEWAY_INFERENCE='8080' must look like" in result.stderr
+
+
+def _properties_with(text: str, overrides: dict[str, str]) -> str:
+    """The cluster's config.properties with some keys replaced (ports, paths), everything else as shipped."""
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key}={overrides.pop(key)}" if key in overrides and not line.startswith("#") else line)
+    assert not overrides, f"keys missing from the shipped config: {overrides}"
+    return "\n".join(lines) + "\n"
+
+
+def _wait_for(url: str, status: int, deadline_s: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"TorchServe exited early:\n{log.read_text(errors='replace')[-3000:]}"
+        try:
+            if requests.get(url, timeout=2).status_code == status:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} never answered {status}:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java 17 on PATH")
+def test_gateway_in_front_of_real_torchserve_with_the_cluster_config(tmp_path):
+    """The pod as k8s/base runs it: TorchServe 0.12 with the shipped config.properties (token auth on,
+    APIs on loopback), the gateway beside it. Also proves the probe choice: the metrics API answers
+    without a token while /ping does not."""
+    from tests.conftest import free_port
+
+    port = {name: free_port() for name in ("inference", "management", "metrics", "grpc_i", "grpc_m", "gw_i", "gw_m")}
+    shipped = (REPO / "k8s" / "base" / "torchserve.properties").read_text(encoding="utf-8")
+    store, work = tmp_path / "model-store", tmp_path / "work"
+    store.mkdir()
+    work.mkdir()
+    config = tmp_path / "config.properties"
+    config.write_text(_properties_with(shipped, {
+        "inference_address": f"http://127.0.0.1:{port['inference']}",
+        "management_address": f"http://127.0.0.1:{port['management']}",
+        "metrics_address": f"http://127.0.0.1:{port['metrics']}",
+        "grpc_inference_port": str(port["grpc_i"]), "grpc_management_port": str(port["grpc_m"]),
+        "model_store": str(store)}), encoding="utf-8")
+    (tmp_path / "token").write_text("cluster-token", encoding="utf-8")
+    log = tmp_path / "torchserve.log"
+    with open(log, "wb") as log_handle:
+        torchserve = subprocess.Popen(
+            [str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ts-config", str(config),
+             "--model-store", str(store)], cwd=work, stdout=log_handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    gateway = subprocess.Popen([sys.executable, str(GATEWAY)], stdin=subprocess.DEVNULL, env={
+        **os.environ, "FER_GATEWAY_TOKEN_FILE": str(tmp_path / "token"),
+        "FER_GATEWAY_KEY_FILE": str(work / "key_file.json"),
+        "FER_GATEWAY_INFERENCE": f"127.0.0.1:{port['gw_i']}=127.0.0.1:{port['inference']}",
+        "FER_GATEWAY_MANAGEMENT": f"127.0.0.1:{port['gw_m']}=127.0.0.1:{port['management']}"})
+    try:
+        _wait_for(f"http://127.0.0.1:{port['metrics']}/metrics", 200, 90, torchserve, log)  # the probe: no token
+        assert requests.get(f"http://127.0.0.1:{port['inference']}/ping", timeout=5).status_code == 400
+        _wait_for(f"http://127.0.0.1:{port['gw_i']}/healthz", 200, 30, torchserve, log)
+        management = f"http://127.0.0.1:{port['gw_m']}/models"
+        assert requests.get(management, timeout=10).status_code == 401
+        answer = requests.get(management, headers=bearer("cluster-token"), timeout=10)
+        assert answer.status_code == 200 and answer.json() == {"models": []}
+        missing = requests.post(f"{management}?url=absent.mar", headers=bearer("cluster-token"), timeout=30)
+        assert missing.status_code == 404 and "absent.mar" in missing.json()["message"]
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=10)
+        os.killpg(torchserve.pid, signal.SIGTERM)
+        try:
+            torchserve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(torchserve.pid, signal.SIGKILL)
+            torchserve.wait(timeout=10)
