@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from fer_cli.common import config_options, fail
+
+FORMATS = ["rafdb", "affectnet", "fer2013", "ferplus", "imagefolder"]
 
 
 @click.group()
@@ -15,12 +19,150 @@ def pipeline() -> None:
 @pipeline.command()
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False))
 def compile(out_file) -> None:  # noqa: A001 - the CLI contract's name
-    """Compile the pipeline to a KFP v2 YAML package."""
-    fail("fer pipeline compile is not built yet (issue: The pipeline)")
+    """Compile the pipeline to a KFP v2 YAML package (GPU, tolerations and secrets included)."""
+    from pipelines.runner import compile_pipeline
+
+    click.echo(f"compiled {compile_pipeline(out_file)}")
+
+
+def data_options(func):
+    func = click.option("--source", default=None,
+                        help="Raw dataset: a folder or s3://bucket/prefix (default: the demo's synthetic set).")(func)
+    func = click.option("--format", "data_format", type=click.Choice(FORMATS), default="rafdb", show_default=True)(func)
+    func = click.option("--dvc-repo", default=None, help="Take the dataset from this DVC repo (path or git URL)...")(func)
+    func = click.option("--dvc-rev", default=None, help="...at this git revision (default: HEAD)...")(func)
+    func = click.option("--dvc-path", default=None, help="...and this path inside the repo.")(func)
+    func = click.option("--experiment", default="fer", show_default=True, help="MLflow experiment.")(func)
+    func = click.option("--model-name", default=None, help="Registered model (default registry.model_name).")(func)
+    func = click.option("--floor", type=float, default=None, help="Quality gate floor (default registry.floor).")(func)
+    func = click.option("--deploy/--no-deploy", default=True, show_default=True,
+                        help="Package a new champion for TorchServe.")(func)
+    return func
+
+
+def _data_arguments(source, dvc_repo, dvc_rev, dvc_path) -> dict:
+    from fer_core.home import fer_home
+
+    if dvc_repo:
+        if not dvc_path:
+            raise click.UsageError("--dvc-repo needs --dvc-path (the dataset's folder inside the repo)")
+        return {"dvc_repo": dvc_repo, "dvc_rev": dvc_rev or "", "dvc_path": dvc_path, "source": ""}
+    if not source:
+        demo = fer_home() / "data" / "synth-rafdb"
+        if not (demo / "EmoLabel").is_dir():
+            raise click.UsageError("no --source: give a dataset (folder, s3:// or --dvc-repo/--dvc-path), "
+                                   "or run `fer demo` once to make the synthetic one")
+        source = str(demo)
+    return {"source": source}
+
+
+@pipeline.command()
+@data_options
+@click.option("--model-store", default=None, help="Where the .mar goes (default $FER_HOME/model_store; s3:// allowed).")
+@click.option("--torchserve/--no-torchserve", "use_torchserve", default=True, show_default=True,
+              help="Load a new champion into the local TorchServe when one runs (fer serve start).")
+@click.option("--pipeline-root", type=click.Path(file_okay=False), default=None,
+              help="Where the local runner keeps task artifacts (default $FER_HOME/pipeline_root).")
+@config_options
+def run(source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, model_store,
+        use_torchserve, pipeline_root, config) -> None:
+    """Run the whole pipeline on the local Kubeflow runner (embedded defaults)."""
+    summary = run_local_pipeline(config, _data_arguments(source, dvc_repo, dvc_rev, dvc_path), data_format=data_format,
+                                 experiment=experiment, model_name=model_name, floor=floor, deploy=deploy,
+                                 model_store=model_store, use_torchserve=use_torchserve, pipeline_root=pipeline_root)
+    click.echo(json.dumps(summary, indent=2))
+
+
+def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="fer", model_name=None, floor=None,
+                       deploy=True, model_store=None, use_torchserve=True, pipeline_root=None) -> dict:
+    """The local run and what it produced (registered version, gate decision, metrics)."""
+    from fer_core.serving.server import ServerSettings, server_status
+    from pipelines.runner import local_arguments, run_local
+
+    serving = {}
+    if deploy and use_torchserve:
+        settings = ServerSettings.from_config(config.serve)
+        if server_status(settings)["running"]:
+            serving = {"torchserve_management_url": settings.management_url,
+                       "torchserve_key_file": str(settings.key_file), "model_store": str(settings.model_store)}
+    arguments = local_arguments(config, data_format=data_format, experiment=experiment, model_name=model_name,
+                                gate_floor=floor, deploy_model=deploy, **data, **serving,
+                                **({"model_store": model_store} if model_store else {}))
+    try:
+        root = run_local(arguments, pipeline_root)
+    except RuntimeError as exc:
+        fail(f"the pipeline failed: {exc}")
+    return {"pipeline_root": str(root), **registry_summary(arguments["model_name"], arguments["mlflow_tracking_uri"])}
+
+
+def registry_summary(model_name: str, tracking_uri: str) -> dict:
+    """The newest registered version, its gate decision and the run's metrics."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    versions = client.search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"], max_results=1)
+    if not versions:
+        return {"model_name": model_name, "registered_version": None}
+    version = versions[0]
+    run = client.get_run(version.run_id)
+    try:
+        champion = client.get_model_version_by_alias(model_name, "champion").version
+    except Exception:  # noqa: BLE001 - no champion yet
+        champion = None
+    return {"model_name": model_name, "registered_version": version.version, "champion_version": champion,
+            "aliases": list(version.aliases), "gate": version.tags.get("gate.reason", ""),
+            "mlflow_run_id": version.run_id,
+            "metrics": {key: round(value, 4) for key, value in sorted(run.data.metrics.items())
+                        if key.startswith(("best_", "test_", "noisy"))},
+            "tracking_uri": tracking_uri}
+
+
+@pipeline.command()
+@click.option("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8888 or the KFP UI URL.")
+@data_options
+@click.option("--run-name", default=None, help="Run name (default: the pipeline's name).")
+@click.option("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs).")
+@click.option("--token", default=None, envvar="KFP_TOKEN", help="Bearer token for the KFP API ($KFP_TOKEN).")
+@click.option("--package", "package_file", type=click.Path(dir_okay=False), default="fer-pipeline.yaml",
+              show_default=True, help="Where the compiled package is written before upload.")
+@config_options
+def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, run_name,
+           namespace, token, package_file, config) -> None:
+    """Compile and submit the pipeline to a Kubeflow Pipelines host; prints the run id and URL.
+
+    The cluster defaults apply (MLflow, MinIO and the model store inside the cluster, see
+    docs/deploy.md); the dataset must be reachable from the cluster (s3:// or a DVC git URL).
+    """
+    from pipelines.runner import pipeline_arguments, submit as submit_run
+
+    if not (source or dvc_repo):
+        raise click.UsageError("give the dataset: --source s3://... or --dvc-repo URL --dvc-path PATH [--dvc-rev REV]")
+    data = {"dvc_repo": dvc_repo, "dvc_rev": dvc_rev or "", "dvc_path": dvc_path or ""} if dvc_repo else {"source": source}
+    arguments = pipeline_arguments(config, data_format=data_format, experiment=experiment, model_name=model_name,
+                                   gate_floor=floor, deploy_model=deploy, **data)
+    try:
+        result = submit_run(host, arguments, package=package_file, experiment=experiment, run_name=run_name,
+                            namespace=namespace, existing_token=token)
+    except Exception as exc:  # noqa: BLE001 - the API client raises many kinds; the user needs the message
+        fail(f"submitting to {host} failed: {exc}")
+    click.echo(f"run id: {result['run_id']}")
+    click.echo(f"run URL: {result['url']}")
 
 
 @click.command()
-@config_options
-def demo(config) -> None:
-    """The whole flow on embedded defaults (what `make run` does)."""
-    fail("fer demo is not built yet")
+@click.option("--scale", type=float, default=None, help="Fraction of RAF-DB's size for the synthetic set.")
+@click.option("--params", "params_path", type=click.Path(dir_okay=False), default=None,
+              help="Config file (default: $FER_PARAMS or ./params.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a key of the demo's CPU profile or the config; repeatable.")
+def demo(scale, params_path, overrides) -> None:
+    """The whole flow on embedded defaults (what `make run` does): synthetic data versioned with DVC,
+    the pipeline on the local Kubeflow runner, the champion on TorchServe, a REST prediction."""
+    from fer_cli.demo import demo_overrides, run_demo
+    from fer_core.config import ConfigError, load_config
+
+    try:
+        config = load_config(params_path, demo_overrides(overrides))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    run_demo(config, scale=scale)

@@ -1,0 +1,12 @@
+"""The one decorator every component uses: the project image, no run-time installs."""
+
+from __future__ import annotations
+
+import functools
+
+from kfp import dsl
+
+from fer_core.cluster import COMPONENT_IMAGE, COMPONENT_IMAGE_GPU
+
+fer_component = functools.partial(dsl.component, base_image=COMPONENT_IMAGE, install_kfp_package=False)
+fer_gpu_component = functools.partial(dsl.component, base_image=COMPONENT_IMAGE_GPU, install_kfp_package=False)

@@ -1,0 +1,25 @@
+"""ingest: a raw dataset in a public format (folder, s3://, or DVC repo + rev) -> a prepared Dataset."""
+
+from kfp.dsl import Dataset, Markdown, Output
+
+from components.base import fer_component
+
+
+@fer_component()
+def ingest(source: str, data_format: str, dvc_repo: str, dvc_rev: str, dvc_path: str, config: dict,
+           s3_endpoint_url: str, dataset: Output[Dataset], summary: Output[Markdown]) -> int:
+    """Read the raw dataset and write manifest.csv, images/ and rejected.csv; returns the image count."""
+    from fer_core.config import from_dict
+    from fer_core.pipeline_io import ingest_markdown, use_endpoints
+    from fer_core.steps import ingest_step
+
+    use_endpoints(s3_endpoint_url=s3_endpoint_url)
+    result = ingest_step(dataset.path, from_dict(config), source=source, fmt=data_format, dvc_repo=dvc_repo,
+                         dvc_rev=dvc_rev, dvc_path=dvc_path)
+    version = result["data_version"]
+    dataset.metadata.update({"num_images": result["num_images"], "num_rejected": result["num_rejected"],
+                             "manifest_sha256": version.get("manifest_sha256", ""),
+                             "dvc_rev": version.get("dvc_rev", ""), "source": version.get("source", "")})
+    with open(summary.path, "w", encoding="utf-8") as handle:
+        handle.write(ingest_markdown(result))
+    return int(result["num_images"])

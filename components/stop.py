@@ -1,0 +1,13 @@
+"""stop_invalid_data: ends the run with the validation failure (the report is already an artifact)."""
+
+from kfp.dsl import Artifact, Input
+
+from components.base import fer_component
+
+
+@fer_component()
+def stop_invalid_data(report_json: Input[Artifact]) -> None:
+    """Fail the run on purpose, naming each failed check: training never starts on invalid data."""
+    from fer_core.pipeline_io import validation_failure_message
+
+    raise RuntimeError(validation_failure_message(report_json.path))

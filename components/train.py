@@ -1,0 +1,29 @@
+"""train: the CBAM-ResNet with uncertainty mixing and the class-weighted loss, tracked in MLflow."""
+
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.base import fer_gpu_component
+
+
+@fer_gpu_component()
+def train(dataset: Input[Dataset], validation_report: Input[Artifact], weights: Input[Artifact], config: dict,
+          experiment: str, mlflow_tracking_uri: str, s3_endpoint_url: str, model: Output[Model],
+          metrics: Output[Metrics]) -> NamedTuple("TrainOutputs", mlflow_run_id=str, val_mean_class_accuracy=float):
+    """Writes the run folder (best.pt, model.pt2, meta.json, history) as the Model artifact."""
+    from collections import namedtuple
+
+    from fer_core.config import from_dict
+    from fer_core.pipeline_io import use_endpoints
+    from fer_core.steps import train_step
+
+    use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
+    result, run_id = train_step(dataset.path, model.path, from_dict(config), experiment=experiment,
+                                tracking_uri=mlflow_tracking_uri or None, report_dir=validation_report.path,
+                                weights_dir=weights.path, tags={"fer.orchestrator": "kubeflow"})
+    model.metadata.update({"mlflow_run_id": run_id, "best_epoch": result.best_epoch, "framework": "pytorch"})
+    for key, value in result.best_metrics.items():
+        metrics.log_metric(key, float(value))
+    return namedtuple("TrainOutputs", ["mlflow_run_id", "val_mean_class_accuracy"])(
+        run_id, float(result.best_metrics["val_mean_class_accuracy"]))

@@ -1,0 +1,28 @@
+"""validate: the Great Expectations suite on a prepared Dataset; report as HTML + JSON artifacts."""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Output
+
+from components.base import fer_component
+
+
+@fer_component()
+def validate(dataset: Input[Dataset], config: dict, report: Output[HTML],
+             report_json: Output[Artifact]) -> bool:
+    """Always writes the report; returns False when a critical check failed (the DAG then stops).
+
+    One plain return value: the local runner resolves a condition on a task's `Output` only."""
+    import shutil
+
+    from fer_core.config import from_dict
+    from fer_core.pipeline_io import use_endpoints
+    from fer_core.steps import failure_message, validate_step
+
+    use_endpoints()
+
+    result = validate_step(dataset.path, report_json.path, from_dict(config))
+    shutil.copyfile(result.report_html, report.path)
+    report_json.metadata.update({"success": result.success, "failures": len(result.failures),
+                                 "warnings": len(result.warnings)})
+    message = "dataset valid" if result.success else failure_message(result)
+    print(message)
+    return bool(result.success)

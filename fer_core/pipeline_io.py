@@ -1,0 +1,96 @@
+"""Small helpers the Kubeflow components share: endpoints from parameters, artifact pages, the token.
+
+Kept in fer_core (not components/) because KFP ships each component function's source alone: what a
+body needs beyond its own lines must be importable from the image.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+
+def use_endpoints(*, s3_endpoint_url: str = "", mlflow_tracking_uri: str = "") -> None:
+    """Pipeline parameters win over the pod's environment; empty means keep the environment's."""
+    if s3_endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = s3_endpoint_url
+    if mlflow_tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+    from fer_core.home import quiet_third_parties
+
+    quiet_third_parties()
+    # The KFP executor logs at INFO; Great Expectations would print hundreds of lines there.
+    for name in ("great_expectations", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def management_token(key_file: str = "") -> str:
+    """TorchServe's management token: $TORCHSERVE_MANAGEMENT_TOKEN (a Secret on the cluster), else the
+    key file a local `fer serve start` wrote."""
+    token = os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN", "")
+    if token:
+        return token
+    if key_file:
+        from fer_core.serving.client import read_keys
+
+        return read_keys(key_file).management
+    return ""
+
+
+def ingest_markdown(result: dict[str, Any]) -> str:
+    version = result.get("data_version", {})
+    lines = ["# Ingest", "", f"- images: {result['num_images']}", f"- rejected: {result['num_rejected']}",
+             f"- source: `{version.get('source', '')}`", f"- manifest sha256: `{version.get('manifest_sha256', '')}`"]
+    if version.get("dvc_rev"):
+        lines.append(f"- DVC revision: `{version['dvc_rev']}` (md5 `{version.get('dvc_md5', '')}`)")
+    counts = result.get("counts") or {}
+    if counts:
+        lines += ["", "| split | images |", "|---|---|"]
+        for split, per_class in counts.items():
+            total = sum(per_class.values()) if isinstance(per_class, dict) else per_class
+            lines.append(f"| {split} | {total} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots_html(run_dir: str | Path, metrics: dict[str, Any]) -> str:
+    """One self-contained page: the headline metrics and every plot inlined as PNG."""
+    run_dir = Path(run_dir)
+    rows = "".join(f"<tr><td>{html.escape(key)}</td><td>{metrics[key]:.4f}</td></tr>"
+                   for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece")
+                   if isinstance(metrics.get(key), (int, float)))
+    images = []
+    for relative in metrics.get("plots", []):
+        data = base64.b64encode((run_dir / relative).read_bytes()).decode("ascii")
+        images.append(f"<figure><img src=\"data:image/png;base64,{data}\"/><figcaption>"
+                      f"{html.escape(relative)}</figcaption></figure>")
+    return (f"<html><head><meta charset=\"utf-8\"><title>Evaluation</title></head><body>"
+            f"<h1>Evaluation on {html.escape(str(metrics.get('split', '')))}</h1><table>{rows}</table>"
+            f"{''.join(images)}</body></html>")
+
+
+def decision_markdown(result: dict[str, Any]) -> str:
+    promoted = "promoted to **champion**" if result["promoted"] else "kept as **candidate**"
+    return (f"# Registry\n\n`{result['name']}` version {result['version']}: {promoted}.\n\n"
+            f"- gate: {result['metric']} = {result['value']:.4f}\n- reason: {result['reason']}\n"
+            f"- model: `{result['model_uri']}` (MLflow run `{result['run_id']}`)\n")
+
+
+def validation_failure_message(report_dir: str | Path) -> str:
+    """The failed critical checks of a validation report folder (report.json), one per line."""
+    import json
+
+    report_path = Path(report_dir) / "report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    failed = [check for check in report.get("checks", [])
+              if not check.get("success") and check.get("severity") == "critical"]
+    lines = [f"dataset {report.get('data_dir', '')} is invalid: {len(failed)} critical check(s) failed "
+             f"(report: {report_path})"]
+    for check in failed:
+        examples = check.get("examples") or []
+        shown = f" e.g. {examples[:3]}" if examples else ""
+        lines.append(f"  - {check.get('name')}: {check.get('message')}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,246 @@
+"""The steps of one pipeline run, on plain folders: what the Kubeflow components (components/), the
+DVC stages (dvc.yaml, through the `fer` CLI) and the pipeline benchmark all call.
+
+Each step takes a resolved `Config`, reads the folders the previous steps wrote, and writes its own;
+the MLflow run of a pipeline run is created by `train_step` and continued by `evaluate_step` and
+`register_step` through its run id, so the steps can run in separate processes (or pods).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fer_core.config import Config
+from fer_core.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+DATA_VERSION_FILE = "data_version.json"
+TRUTH_FILE = "synth_truth.csv"
+
+
+class ValidationFailed(RuntimeError):
+    """The dataset failed a critical check; the message names each failed check."""
+
+
+# ------------------------------------------------------------------------------------------- ingest
+
+def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: str = "rafdb", dvc_repo: str = "",
+                dvc_rev: str = "", dvc_path: str = "", progress: bool = False) -> dict[str, Any]:
+    """Raw data (a folder, s3://bucket/prefix, or `dvc_path` of a DVC repo at `dvc_rev`) -> prepared dataset.
+
+    Writes OUT/data_version.json (manifest digest, DVC repo/rev/md5, source) for tracking. A synthetic
+    set's truth sidecar (synth_truth.csv) is carried into OUT so evaluation can score the uncertainty.
+    """
+    from fer_core.data.ingest import ingest
+    from fer_core.versioning import dataset_version, fetch_dataset
+
+    out = Path(out_dir)
+    version: dict[str, Any] = {"source": source, "format": fmt}
+    with tempfile.TemporaryDirectory(prefix="fer-dvc-") as work:
+        if dvc_repo:
+            if not dvc_path:
+                raise ValueError("a DVC source needs the dataset's path inside the repo (dvc_path)")
+            fetched = fetch_dataset(dvc_repo, dvc_path, dvc_rev or None, Path(work) / "raw")
+            raw: str = str(Path(work) / "raw")
+            version.update(source=f"{dvc_repo}:{dvc_path}@{fetched.rev}", dvc_repo=dvc_repo, dvc_path=dvc_path,
+                           dvc_rev=fetched.rev, dvc_md5=fetched.md5)
+        elif source:
+            raw = source
+        else:
+            raise ValueError("no dataset source: give a folder, an s3:// URI, or a DVC repo + path")
+        summary = ingest(fmt, raw, out, config.data, progress=progress)
+        truth = Path(raw) / TRUTH_FILE
+        if not raw.startswith("s3://") and truth.is_file():
+            shutil.copyfile(truth, out / TRUTH_FILE)
+    version.update(dataset_version(out))
+    write_json(out / DATA_VERSION_FILE, version)
+    summary["data_version"] = version
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- validate
+
+def validate_step(data_dir: str | Path, report_dir: str | Path, config: Config, *, image_workers: int = 2):
+    """Great Expectations suite on DATA; report.json + report.html in REPORT_DIR. Returns the result
+    (check `.success`); `raise_on_failure` is the caller's choice so the report is always written."""
+    from fer_core.validation import validate_dataset
+
+    return validate_dataset(data_dir, config.validate, report_dir, image_workers=image_workers)
+
+
+def failure_message(result) -> str:
+    lines = [f"dataset invalid: {len(result.failures)} critical check(s) failed"]
+    for check in result.failures:
+        lines.append(f"  - {check.name}: {check.message}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- class weights
+
+def class_weights_step(data_dir: str | Path, out_dir: str | Path, config: Config) -> dict[str, Any]:
+    """weights.json (scheme, counts, weights per class) and a bar plot, from the train split's counts."""
+    from fer_core import labels
+    from fer_core.evaluation import plots
+    from fer_core.training.class_weights import compute_class_weights, train_counts
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = train_counts(Path(data_dir) / "manifest.csv", config.data.num_classes)
+    weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta, config.weights.max_weight)
+    names = labels.class_names(config.data.num_classes)
+    result = {
+        "scheme": config.weights.scheme,
+        "beta": config.weights.beta,
+        "max_weight": config.weights.max_weight,
+        "counts": dict(zip(names, counts)),
+        "weights": {name: float(w) for name, w in zip(names, weights)},
+    }
+    write_json(out / "weights.json", result)
+    plots.plot_per_class_bars(result["weights"], out / "class_weights.png", ylabel="weight",
+                              title=f"Class weights ({config.weights.scheme})")
+    return result
+
+
+# -------------------------------------------------------------------------------------------- train
+
+def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, experiment: str, run_name: str = "",
+               tracking_uri: str | None = None, report_dir: str | Path | None = None,
+               weights_dir: str | Path | None = None, tags: dict[str, str] | None = None) -> tuple[Any, str]:
+    """Train with every param, metric and artifact logged to a new MLflow run; returns (result, run id).
+
+    The run is left open (status RUNNING) for evaluate and register, which end it.
+    """
+    from mlflow import MlflowClient
+
+    from fer_core import tracking
+    from fer_core.training.engine import train
+
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    uri = tracking.configure(tracking_uri)
+    client = MlflowClient(uri, uri)
+    experiment_id = tracking.ensure_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=run_name or None, tags=dict(tags or {}))
+    run_id = run.info.run_id
+    try:
+        tracking.log_run_context(run_id)
+        version_file = data_dir / DATA_VERSION_FILE
+        version = read_json(version_file) if version_file.is_file() else {}
+        tracking.log_data_version(run_id, data_dir, name=Path(str(version.get("dvc_path") or data_dir)).name,
+                                  dvc_rev=version.get("dvc_rev"), dvc_md5=version.get("dvc_md5"),
+                                  source=version.get("source"))
+        if report_dir and Path(report_dir).is_dir():
+            tracking.log_artifacts_dir(run_id, report_dir, "validation")
+        if weights_dir and Path(weights_dir).is_dir():
+            tracking.log_artifacts_dir(run_id, weights_dir, "class_weights")
+        result = train(config, data_dir, run_dir, callbacks=[tracking.MLflowCallback(run_id)])
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return result, run_id
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+
+def evaluate_step(run_dir: str | Path, data_dir: str | Path, config: Config, *, run_id: str = "",
+                  tracking_uri: str | None = None) -> dict[str, Any]:
+    """Metrics on the held-out split (config.evaluate.split) into RUN/metrics.json, plots, and MLflow."""
+    from fer_core.evaluation.evaluate import evaluate_run
+
+    run_dir = Path(run_dir)
+    metrics = evaluate_run(run_dir, data_dir, split=config.evaluate.split, config=config)
+    if run_id:
+        from mlflow import MlflowClient
+
+        from fer_core import tracking
+
+        uri = tracking.configure(tracking_uri)
+        client = MlflowClient(uri, uri)
+        try:
+            split = metrics["split"]
+            scalars = {f"{split}_{key}": float(metrics[key]) for key in ("accuracy", "mean_class_accuracy",
+                                                                         "macro_f1", "ece")
+                       if metrics.get(key) is not None}
+            scalars.update({f"{split}_recall_{name}": float(value)
+                            for name, value in metrics["per_class_recall"].items() if value is not None})
+            noise = metrics.get("noise") or {}
+            if noise.get("auroc") is not None:
+                scalars["noisy_label_auroc"] = float(noise["auroc"])
+            for key, value in scalars.items():
+                client.log_metric(run_id, key, value)
+            client.log_artifact(run_id, metrics["metrics_path"], "evaluation")
+            tracking.log_artifacts_dir(run_id, run_dir / "plots", "plots")
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------- register
+
+def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_uri: str | None = None,
+                  model_name: str = "", floor: float | None = None) -> dict[str, Any]:
+    """Log the model (pyfunc with signature + example) to the run, register it, apply the quality gate
+    (alias candidate always; champion only when it beats the champion on the gate metric and the floor)."""
+    from mlflow import MlflowClient
+
+    from fer_core import tracking
+
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "meta.json")
+    metric = config.registry.gate_metric
+    if metric not in meta.get("val_metrics", {}):
+        raise ValueError(f"{run_dir}/meta.json has no validation metric {metric!r} for the quality gate")
+    value = float(meta["val_metrics"][metric])
+    uri = tracking.configure(tracking_uri)
+    client = MlflowClient(uri, uri)
+    try:
+        model_uri = tracking.log_fer_model(run_id, run_dir)
+        decision = tracking.register_and_gate(model_uri, model_name or config.registry.model_name,
+                                              metric_name=metric, metric_value=value,
+                                              floor=config.registry.floor if floor is None else floor)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    out = asdict(decision)
+    out.update(model_uri=model_uri, run_id=run_id, metric=metric, value=value)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- deploy
+
+def deploy_step(model_uri: str, config: Config, *, out_dir: str | Path, tracking_uri: str | None = None,
+                model_store: str = "", management_url: str = "", token: str = "") -> dict[str, Any]:
+    """Package MODEL_URI (e.g. models:/NAME@champion) as a .mar, publish it to the model store (folder
+    or s3://), and, when a management URL is given, swap the running TorchServe to it without downtime."""
+    from fer_core.home import fer_home
+    from fer_core.serving.client import deploy_model
+    from fer_core.serving.package import build_mar, publish_mar, resolve_registry
+
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="fer-deploy-") as work:
+        source = resolve_registry(model_uri, Path(work) / "model", tracking_uri=tracking_uri)
+        mar = build_mar(source, out, config.serve)
+    store = model_store or str(fer_home() / "model_store")
+    published = publish_mar(mar, store)
+    result: dict[str, Any] = {"model_uri": model_uri, "model_version": source.model_version, "mar": str(mar),
+                              "published": published, "deployed": False}
+    if management_url:
+        if store.startswith("s3://"):
+            raise ValueError("a TorchServe reached by management URL loads from its own model store folder; "
+                             "give a local model store, or let the cluster's TorchServe poll the S3 store")
+        token = token or os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN", "")
+        if not token:
+            raise ValueError("deploying to TorchServe needs its management token "
+                             "(TORCHSERVE_MANAGEMENT_TOKEN or the key file from `fer serve start`)")
+        result["deployment"] = deploy_model(published, management_url, token, config.serve.model_name,
+                                            workers=config.serve.workers)
+        result["deployed"] = True
+    return result

@@ -1,0 +1,128 @@
+"""The DAG: ingest -> validate -> (stop | class_weights -> train -> evaluate -> register -> deploy).
+
+Cluster settings live here and only here: the GPU request, node selector and toleration of the train
+step; S3 / MLflow / TorchServe credentials from Kubernetes Secrets as env; the pod label that lets
+pipeline pods reach the TorchServe management API; retries and caching per step. The local runner
+ignores the Kubernetes settings; `fer pipeline compile` writes them into the package.
+"""
+
+
+from typing import Any  # no `from __future__ import annotations`: KFP reads the real types
+
+from kfp import dsl, kubernetes
+
+from components import class_weights, deploy, evaluate, ingest, register, stop_invalid_data, train, validate
+from fer_core import cluster
+from fer_core.config import Config
+
+PIPELINE_NAME = "fer-train-and-serve"
+
+
+def config_parameter(config: Config) -> dict:
+    """The resolved config as a pipeline parameter: a KFP struct holds no nulls, so unset keys are left
+    out (components read them back with their defaults)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items() if item is not None}
+        return value
+
+    return strip(config.to_dict())
+
+# Defaults of the pipeline parameters for a cluster (a local run passes its own, see runner.py).
+CLUSTER_DEFAULTS: dict[str, Any] = {
+    "mlflow_tracking_uri": cluster.MLFLOW_URI_IN_CLUSTER,
+    "s3_endpoint_url": cluster.S3_ENDPOINT_IN_CLUSTER,
+    "model_store": f"s3://{cluster.MODEL_STORE_BUCKET}/models",
+    "torchserve_management_url": "",
+}
+
+# Steps that may retry (network, object store, API servers) and whether KFP may reuse a cached result.
+RETRIES = {"ingest": 3, "register": 3, "deploy": 3}
+CACHING = {"ingest": False, "validate": True, "class-weights": True, "train": False, "evaluate": False,
+           "register": False, "deploy": False, "stop-invalid-data": False}
+
+
+def _secrets(task: dsl.PipelineTask, *, s3: bool = False, mlflow: bool = False, torchserve: bool = False) -> None:
+    if s3:
+        kubernetes.use_secret_as_env(task, cluster.S3_SECRET, {key: key for key in cluster.S3_SECRET_KEYS})
+    if mlflow:
+        kubernetes.use_secret_as_env(task, cluster.MLFLOW_SECRET, {key: key for key in cluster.MLFLOW_SECRET_KEYS})
+    if torchserve:
+        kubernetes.use_secret_as_env(task, cluster.TORCHSERVE_TOKEN_SECRET, {"token": "TORCHSERVE_MANAGEMENT_TOKEN"})
+
+
+def _step(task: dsl.PipelineTask, name: str, *, cpu: str = "1", memory: str = "2Gi") -> dsl.PipelineTask:
+    task.set_display_name(name)
+    task.set_caching_options(CACHING[name])
+    if name in RETRIES:
+        task.set_retry(num_retries=RETRIES[name], backoff_duration="30s", backoff_factor=2.0)
+    task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+    kubernetes.add_pod_label(task, *cluster.PIPELINE_POD_LABEL)
+    return task
+
+
+def _gpu(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    task.set_accelerator_type(cluster.GPU_RESOURCE).set_accelerator_limit(1)
+    kubernetes.add_node_selector(task, *cluster.GPU_NODE_LABEL)
+    kubernetes.add_toleration(task, key=cluster.GPU_TOLERATION_KEY, operator="Exists", effect="NoSchedule")
+    return task
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="FER: versioned data -> validated -> CBAM-ResNet with uncertainty mixing -> "
+                          "MLflow registry (quality gate) -> TorchServe.")
+def fer_pipeline(
+    source: str = "",
+    data_format: str = "rafdb",
+    dvc_repo: str = "",
+    dvc_rev: str = "",
+    dvc_path: str = "",
+    config: dict = config_parameter(Config()),
+    experiment: str = "fer",
+    model_name: str = Config().registry.model_name,
+    gate_floor: float = Config().registry.floor,
+    deploy_model: bool = True,
+    mlflow_tracking_uri: str = CLUSTER_DEFAULTS["mlflow_tracking_uri"],
+    s3_endpoint_url: str = CLUSTER_DEFAULTS["s3_endpoint_url"],
+    model_store: str = CLUSTER_DEFAULTS["model_store"],
+    torchserve_management_url: str = CLUSTER_DEFAULTS["torchserve_management_url"],
+    torchserve_key_file: str = "",
+) -> None:
+    """Parameters: the dataset (`source` folder or s3:// URI, or `dvc_repo` + `dvc_rev` + `dvc_path`)
+    and its `data_format` (rafdb, affectnet, fer2013, ferplus, imagefolder); the resolved `config`
+    (params.yaml as a dict); MLflow `experiment` and registered `model_name`; the quality gate's
+    `gate_floor`; `deploy_model` on/off and where (`model_store`, `torchserve_management_url`)."""
+    ingested = _step(ingest(source=source, data_format=data_format, dvc_repo=dvc_repo, dvc_rev=dvc_rev,
+                            dvc_path=dvc_path, config=config, s3_endpoint_url=s3_endpoint_url), "ingest",
+                     cpu="2", memory="4Gi")
+    _secrets(ingested, s3=True)
+    checked = _step(validate(dataset=ingested.outputs["dataset"], config=config), "validate", memory="4Gi")
+
+    with dsl.If(checked.outputs["Output"] == False, name="data-invalid"):  # noqa: E712 - a KFP condition
+        _step(stop_invalid_data(report_json=checked.outputs["report_json"]), "stop-invalid-data", memory="256Mi")
+
+    with dsl.If(checked.outputs["Output"] == True, name="data-valid"):  # noqa: E712
+        weights = _step(class_weights(dataset=ingested.outputs["dataset"], config=config), "class-weights")
+        trained = _step(train(dataset=ingested.outputs["dataset"], validation_report=checked.outputs["report_json"],
+                              weights=weights.outputs["weights"], config=config, experiment=experiment,
+                              mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url),
+                        "train", cpu="4", memory="16Gi")
+        _gpu(trained)
+        _secrets(trained, s3=True, mlflow=True)
+        evaluated = _step(evaluate(dataset=ingested.outputs["dataset"], model=trained.outputs["model"], config=config,
+                                   mlflow_run_id=trained.outputs["mlflow_run_id"],
+                                   mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url),
+                          "evaluate", cpu="2", memory="8Gi")
+        _secrets(evaluated, s3=True, mlflow=True)
+        registered = _step(register(model=trained.outputs["model"], config=config,
+                                    mlflow_run_id=trained.outputs["mlflow_run_id"],
+                                    mlflow_tracking_uri=mlflow_tracking_uri, model_name=model_name,
+                                    gate_floor=gate_floor, s3_endpoint_url=s3_endpoint_url), "register")
+        registered.after(evaluated)
+        _secrets(registered, s3=True, mlflow=True)
+        with dsl.If(registered.outputs["Output"] == True, name="new-champion"):  # noqa: E712
+            deployed = _step(deploy(enabled=deploy_model, model_name=model_name, config=config,
+                                    mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url,
+                                    model_store=model_store, torchserve_management_url=torchserve_management_url,
+                                    torchserve_key_file=torchserve_key_file), "deploy")
+            _secrets(deployed, s3=True, mlflow=True, torchserve=True)

@@ -1,0 +1,86 @@
+"""The compiled package: every step, the GPU request, node selector, toleration and secrets on the right
+tasks, the project image everywhere, and nothing installed at run time."""
+
+from __future__ import annotations
+
+import yaml
+from click.testing import CliRunner
+
+from fer_cli.main import cli
+from fer_core import cluster
+from pipelines.fer_pipeline import CACHING, RETRIES
+
+STEPS = {"ingest", "validate", "stop-invalid-data", "class-weights", "train", "evaluate", "register", "deploy"}
+
+
+def _compile(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    result = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    pipeline_spec, platform_spec = list(yaml.safe_load_all(out.read_text()))
+    return pipeline_spec, platform_spec
+
+
+def _tasks(pipeline_spec):
+    """Every task of the root DAG and of its condition sub-DAGs, by name."""
+    tasks = dict(pipeline_spec["root"]["dag"]["tasks"])
+    for component in pipeline_spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return {name: task for name, task in tasks.items() if not name.startswith("condition-")}
+
+
+def test_every_step_is_in_the_package_in_dependency_order(tmp_path):
+    pipeline_spec, _ = _compile(tmp_path)
+    tasks = _tasks(pipeline_spec)
+    assert set(tasks) == STEPS
+    assert pipeline_spec["pipelineInfo"]["name"] == "fer-train-and-serve"
+    for name, task in tasks.items():
+        assert task["cachingOptions"].get("enableCache", False) is CACHING[name], name
+        if name in RETRIES:
+            assert task["retryPolicy"]["maxRetryCount"] == RETRIES[name]
+    # train consumes what ingest, validate and class-weights produced
+    artifacts = tasks["train"]["inputs"]["artifacts"]
+    producers = {spec.get("taskOutputArtifact", {}).get("producerTask")
+                 or spec.get("componentInputArtifact") for spec in artifacts.values()}
+    assert producers, artifacts
+    params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("source", "data_format", "dvc_repo", "dvc_rev", "dvc_path", "config", "mlflow_tracking_uri",
+                 "model_name", "gate_floor", "deploy_model"):
+        assert name in params, name
+
+
+def test_train_requests_a_gpu_on_gpu_nodes(tmp_path):
+    pipeline_spec, platform_spec = _compile(tmp_path)
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == cluster.GPU_RESOURCE
+    assert int(train["resources"]["accelerator"]["resourceCount"]) == 1
+    assert train["image"] == cluster.COMPONENT_IMAGE_GPU
+    k8s = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-train"]["nodeSelector"]["labels"] == {cluster.GPU_NODE_LABEL[0]: cluster.GPU_NODE_LABEL[1]}
+    assert k8s["exec-train"]["tolerations"][0]["key"] == cluster.GPU_TOLERATION_KEY
+    for name, executor in executors.items():
+        if name != "exec-train":
+            assert "accelerator" not in executor["container"].get("resources", {}), name
+            assert name not in k8s or "nodeSelector" not in k8s[name], name
+
+
+def test_secrets_labels_and_image_on_the_right_tasks(tmp_path):
+    pipeline_spec, platform_spec = _compile(tmp_path)
+    k8s = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    def secrets(executor):
+        return {entry["secretName"]: {item["envVar"] for item in entry["keyToEnv"]}
+                for entry in k8s.get(executor, {}).get("secretAsEnv", [])}
+
+    s3 = set(cluster.S3_SECRET_KEYS)
+    assert secrets("exec-ingest") == {cluster.S3_SECRET: s3}
+    for step in ("exec-train", "exec-evaluate", "exec-register"):
+        assert secrets(step) == {cluster.S3_SECRET: s3, cluster.MLFLOW_SECRET: set(cluster.MLFLOW_SECRET_KEYS)}, step
+    assert secrets("exec-deploy")[cluster.TORCHSERVE_TOKEN_SECRET] == {"TORCHSERVE_MANAGEMENT_TOKEN"}
+    assert secrets("exec-validate") == {} and secrets("exec-class-weights") == {}
+    for name, executor in pipeline_spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        assert container["image"] in (cluster.COMPONENT_IMAGE, cluster.COMPONENT_IMAGE_GPU), name
+        assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
+        assert k8s[name]["podMetadata"]["labels"] == {cluster.PIPELINE_POD_LABEL[0]: cluster.PIPELINE_POD_LABEL[1]}

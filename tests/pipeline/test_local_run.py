@@ -1,0 +1,122 @@
+"""The whole pipeline on the local Kubeflow runner (real subprocess components), with a real MLflow on
+sqlite and a real git + DVC repo whose remote is moto's S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+from mlflow import MlflowClient
+
+from fer_core.config import Config
+from fer_core.home import default_tracking_uri
+from fer_core.versioning import add_and_push, init_repo
+from pipelines.runner import local_arguments, run_local
+from tests.data.fixtures import rafdb_rows, write_imagefolder, write_rafdb
+
+TINY = {
+    "data.image_size": 32, "train.image_size": 32, "train.batch_size": 8, "train.epochs": 1,
+    "train.max_steps_per_epoch": 2, "train.workers": 0, "train.device": "cpu", "train.checkpoint_every_steps": 0,
+    "train.early_stopping_patience": 0, "evaluate.batch_size": 32, "model.head_pool": 1,
+    "validate.max_rejected_share": 0.5,
+}
+MODEL = "fer-e2e"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def dvc_dataset(tmp_path, s3_env):
+    """A RAF-DB-format dataset pushed with DVC to S3, then a fresh clone of the repo (empty cache)."""
+    boto3.client("s3").create_bucket(Bucket="fer-data")
+    repo = tmp_path / "data-repo"
+    repo.mkdir()
+    _git(repo, "init", "--quiet")
+    _git(repo, "config", "user.email", "tests@fer.invalid")
+    _git(repo, "config", "user.name", "FER tests")
+    init_repo(repo, remote_url="s3://fer-data/dvc")
+    write_rafdb(repo / "rafdb", rafdb_rows(per_class_train=10, per_class_test=3))
+    version = add_and_push(repo, repo / "rafdb", message="tiny RAF-DB")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
+    assert not (clone / "rafdb").exists()  # the data itself is only on the S3 remote
+    return clone, version
+
+
+def _task_dirs(root: Path) -> dict[str, Path]:
+    (run_root,) = [path for path in root.iterdir() if path.is_dir()]
+    return {path.name: path for path in run_root.iterdir() if path.is_dir()}
+
+
+def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp_path):
+    clone, version = dvc_dataset
+    config = Config().override(TINY)
+    store = tmp_path / "model_store"
+    arguments = local_arguments(config, dvc_repo=str(clone), dvc_rev=version.rev, dvc_path="rafdb",
+                                data_format="rafdb", experiment="e2e", model_name=MODEL, model_store=str(store))
+    root = run_local(arguments, tmp_path / "root1")
+    tasks = _task_dirs(root)
+    assert {"ingest", "validate", "class-weights", "train", "evaluate", "register", "deploy"} <= set(tasks)
+    assert "stop-invalid-data" not in tasks
+
+    client = MlflowClient(default_tracking_uri(), default_tracking_uri())
+    first = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(first.version) == "1"
+    assert set(first.aliases) == {"candidate", "champion"}
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.image_size"] == "32"
+    assert "class_weight.neutral" in run.data.params
+    assert "val_mean_class_accuracy" in run.data.metrics and "test_mean_class_accuracy" in run.data.metrics
+    assert run.data.tags["data.dvc_rev"] == version.rev
+    (dataset_input,) = run.inputs.dataset_inputs
+    manifest_sha256 = hashlib.sha256((tasks["ingest"] / "dataset" / "manifest.csv").read_bytes()).hexdigest()
+    assert run.data.tags["data.digest"] == manifest_sha256
+    assert manifest_sha256.startswith(dataset_input.dataset.digest)
+    artifacts = {item.path for item in client.list_artifacts(first.run_id)}
+    assert {"validation", "class_weights", "plots", "evaluation"} <= artifacts
+    # MLflow 3: the model is a LoggedModel linked to the run, and the registered version points at it
+    assert first.source.startswith("models:/m-")
+    assert client.get_logged_model(first.source.removeprefix("models:/")).source_run_id == first.run_id
+    # the champion was packaged for TorchServe into the model store
+    assert sorted(path.name for path in store.glob("*.mar")) == ["fer-1.mar"]
+
+    # a second run whose model cannot pass the gate (floor above any accuracy) is only a candidate
+    arguments["gate_floor"] = 1.01
+    root = run_local(arguments, tmp_path / "root2")
+    tasks = _task_dirs(root)
+    assert "register" in tasks and "deploy" not in tasks
+    second = client.get_model_version(MODEL, "2")
+    assert set(second.aliases) == {"candidate"}
+    assert second.tags["gate.promoted"] == "false"
+    assert "floor" in second.tags["gate.reason"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
+    assert sorted(path.name for path in store.glob("*.mar")) == ["fer-1.mar"]
+
+
+def test_invalid_data_stops_at_validate_with_the_report(tmp_path):
+    # the test split lacks "fear" and "anger": a critical validation failure
+    layout = {"train": {name: 4 for name in ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")},
+              "test": {name: 2 for name in ("neutral", "happy", "sad", "surprise", "disgust")}}
+    source = write_imagefolder(tmp_path / "folder", layout)
+    config = Config().override({**TINY, "data.val_fraction": 0.25})
+    arguments = local_arguments(config, source=str(source), data_format="imagefolder", experiment="e2e-invalid",
+                                model_name=MODEL, model_store=str(tmp_path / "store"))
+    with pytest.raises(RuntimeError, match="stop-invalid-data"):
+        run_local(arguments, tmp_path / "root")
+    tasks = _task_dirs(tmp_path / "root")
+    assert "train" not in tasks and "class-weights" not in tasks
+    report = json.loads((tasks["validate"] / "report_json" / "report.json").read_text())
+    assert report["success"] is False
+    failed = [check["name"] for check in report["checks"] if not check["success"] and check["severity"] == "critical"]
+    assert failed
+    assert (tasks["validate"] / "report").read_text().lstrip().lower().startswith(("<!doctype", "<html"))
+    client = MlflowClient(default_tracking_uri(), default_tracking_uri())
+    assert client.search_registered_models() == []
