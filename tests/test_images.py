@@ -63,3 +63,44 @@ def test_pixel_limit_checked_before_decoding():
     data = encode(Image.new("L", (2000, 2000)), "PNG")
     with pytest.raises(ImageDecodeError, match="too large"):
         decode_image(data, max_pixels=1_000_000)
+
+
+def test_decode_says_whether_the_file_holds_its_own_rgb_pixels():
+    from fer_core.data.images import decode
+
+    rgb = encode(Image.new("RGB", (30, 10), (200, 10, 10)), "JPEG")
+    plain = decode(rgb)
+    assert (plain.format, plain.native, plain.image.size) == ("JPEG", True, (30, 10))
+    assert np.array_equal(np.asarray(plain.image), np.asarray(decode_image(rgb)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = decode(encode(Image.new("RGB", (30, 10)), "JPEG", exif=exif.tobytes()))
+    assert not turned.native and turned.image.size == (10, 30)
+    for mode in ("L", "CMYK"):
+        other = decode(encode(Image.new(mode, (30, 10)), "JPEG"))
+        assert not other.native and other.image.mode == "RGB"
+    assert decode(encode(Image.new("RGB", (30, 10)), "PNG")).format == "PNG"
+
+
+def test_draft_decodes_large_jpegs_at_a_reduced_scale_never_below_the_target():
+    from fer_core.data.images import decode
+
+    data = encode(Image.new("RGB", (400, 240), (90, 120, 150)), "JPEG")
+    drafted = decode(data, draft_size=50)
+    assert drafted.image.size == (100, 60) and not drafted.native    # 1/4; 1/8 would give 30 < 50
+    assert decode(data, draft_size=150).image.size == (400, 240)    # less than 2x the target: full decode
+    assert decode(encode(Image.new("RGB", (400, 240)), "PNG"), draft_size=50).image.size == (400, 240)
+
+
+def test_pillow_bomb_limit_refuses_without_touching_warning_filters(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 20x20 = 400: Pillow warns (under 2x), we refuse
+    before = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ImageDecodeError, match="decompression bomb refused"):
+            decode_image(encode(Image.new("RGB", (20, 20))), max_pixels=10_000)
+        with pytest.raises(ImageDecodeError, match="decompression bomb refused"):  # over 2x: Pillow raises
+            decode_image(encode(Image.new("RGB", (40, 40))), max_pixels=10_000)
+    assert warnings.filters == before

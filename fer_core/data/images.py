@@ -7,7 +7,7 @@ served image goes through exactly the decoding the training data went through.
 from __future__ import annotations
 
 import io
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -20,6 +20,19 @@ class ImageDecodeError(ValueError):
     """An input that is not a usable image; the message says why."""
 
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation; 2..8 ask for a flip or rotation
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded file: its RGB pixels, and whether those are the file's own pixels as stored."""
+
+    image: Image.Image   # RGB, EXIF orientation applied
+    format: str          # the container as Pillow names it: JPEG, PNG, MPO, ... ("" if unknown)
+    native: bool         # True when the file already held RGB pixels and no EXIF rotation/flip applied:
+                         # decoding the same bytes again gives exactly `image`
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Bytes -> an RGB PIL image, EXIF orientation applied.
 
@@ -27,33 +40,56 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     CMYK and YCbCr. Raises ImageDecodeError for empty, non-image, truncated or corrupt data and for
     images over `max_pixels` (checked from the header, before decoding a byte of pixels).
     """
+    return decode(data, max_pixels=max_pixels).image
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int = 0) -> Decoded:
+    """`decode_image`, also saying what the file was (see `Decoded`): ingest stores a native file as is.
+
+    `draft_size` > 0: a JPEG at least twice that size on both sides is decoded by libjpeg's DCT scaling
+    at 1/2, 1/4 or 1/8, never below `draft_size` on either side (for a caller that will downscale to
+    it anyway); the result is then not `native`.
+    """
     if not data:
         raise ImageDecodeError("empty input (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise ImageDecodeError(f"image has no pixels ({width}x{height})")
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"image too large: {width}x{height} = {width * height} pixels > limit {max_pixels}"
-                )
-            image.load()
+        # No warnings.catch_warnings() here: it swaps the process-wide filter list and is not
+        # thread-safe (ingest decodes in threads). Pillow's own bomb warning (between its limit and
+        # twice that) may print; the explicit check below refuses the image all the same.
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageDecodeError(
+                f"image too large: {width}x{height} = {width * height} pixels > limit {max_pixels}"
+            )
+        if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+            raise ImageDecodeError(f"decompression bomb refused: {width}x{height} pixels > Pillow's limit "
+                                   f"{Image.MAX_IMAGE_PIXELS}")
+        drafted = False
+        if draft_size > 0 and image.format == "JPEG" and min(width, height) >= 2 * draft_size:
+            image.draft(None, (draft_size, draft_size))
+            drafted = image.size != (width, height)
+        image.load()
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from None
     except Image.UnidentifiedImageError:
         raise ImageDecodeError("not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"truncated or corrupt image: {exc}") from None
+    file_format = image.format or ""
+    native = image.mode == "RGB" and not drafted
     try:
-        image = ImageOps.exif_transpose(image)
+        # ImageOps.exif_transpose copies the whole image even when there is nothing to turn: ask first
+        if image.getexif().get(ORIENTATION_TAG, 1) in (2, 3, 4, 5, 6, 7, 8):
+            image = ImageOps.exif_transpose(image)
+            native = False
     except Exception:  # a broken EXIF block must not lose an otherwise good image
-        pass
-    return to_rgb(image)
+        native = False
+    return Decoded(to_rgb(image), file_format, native)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -5,6 +5,12 @@ temporary sibling folder and renamed into place at the end, so a killed run leav
 Every input row or file lands in exactly one of manifest.csv and rejected.csv (checked before the
 rename). Output bytes depend only on the inputs and the config: sorted rows, no timestamps, fixed
 encoder settings, a seeded per-class carve of the validation split.
+
+Speed (bench/bench_ingest.py, docs/benchmarks.md): each input is read once and decoded once; a source
+JPEG that already is RGB at the storage size with storage format jpeg (RAF-DB's aligned faces) is
+stored byte for byte after that verifying decode; PNG storage defaults to stored deflate blocks
+(data.png_compress_level=0); each image is one open/write/close with no per-file fsync, because the
+atomic unit is the dataset folder.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,16 +38,19 @@ from tqdm import tqdm
 from fer_core import labels
 from fer_core.config import ConfigError, DataConfig
 from fer_core.data.formats import ERROR, SPLITS, FER2013_SIDE, Rejection, Sample, read_dataset
-from fer_core.data.images import ImageDecodeError, decode_image
+from fer_core.data.images import Decoded, ImageDecodeError, decode
 from fer_core.data.sources import open_source
 from fer_core.io import atomic_dir, atomic_write_text, write_json
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_name", "split", "source_id", "sha256", "width", "height")
 REJECTED_COLUMNS: tuple[str, ...] = ("source", "row", "kind", "reason")
 IMAGE_FORMATS: dict[str, tuple[str, str]] = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg")}
-PNG_ZLIB_LEVEL = 1           # with the Up filter and run-length deflate: ~15x faster than Pillow's
-                             # level 6 on 100x100 faces, files ~20 % larger
+PNG_ZLIB_LEVEL = 0           # default of data.png_compress_level. 0 = stored deflate blocks: ~60 us per
+                             # 100x100 face (pixel copy + checksums), files ~30 kB. 1 (run-length deflate
+                             # after the Up filter) is ~250-330 us, files ~20 % smaller: it halves ingest's
+                             # rate on 2 cores (docs/benchmarks.md)
 JPEG_QUALITY = 95
+THREAD_WORKERS = 2           # up to this many ingest workers are threads (image files only), see _prepare_all
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -85,23 +94,32 @@ def crop_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
     return image.crop((x, y, min(x + width, image.width), min(y + height, image.height)))
 
 
-def load_sample_image(sample: Sample, root: Path, max_pixels: int) -> Image.Image:
-    """The sample's pixels as an RGB image (before resizing); ImageDecodeError naming the file on failure."""
+def load_sample(sample: Sample, root: str | os.PathLike, max_pixels: int,
+                draft_size: int = 0) -> tuple[Image.Image, Decoded | None, bytes]:
+    """The sample's RGB pixels (before resizing), how its file decoded, and the file's bytes.
+
+    The Decoded and the bytes are None and b"" for pixels given in a CSV and for a cropped face box:
+    only a whole file can be stored as it is. `draft_size` lets a large JPEG without a face box decode
+    straight at a reduced scale (see images.decode). ImageDecodeError naming the file on failure.
+    """
     if sample.pixels or not sample.images:
         try:
-            return pixels_to_image(sample.pixels)
+            return pixels_to_image(sample.pixels), None, b""
         except ImageDecodeError as exc:
             raise ImageDecodeError(f"{sample.image_ref or 'pixels'}: {exc}") from None
     for relative in sample.images:
         try:
-            data = (root / relative).read_bytes()
+            with open(os.path.join(root, relative), "rb") as handle:
+                data = handle.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             continue
         except OSError as exc:
             raise ImageDecodeError(f"{relative}: cannot read: {exc.strerror}") from None
         try:
-            image = decode_image(data, max_pixels=max_pixels)
-            return crop_box(image, sample.box) if sample.box else image
+            decoded = decode(data, max_pixels=max_pixels, draft_size=0 if sample.box else draft_size)
+            if sample.box:
+                return crop_box(decoded.image, sample.box), None, b""
+            return decoded.image, decoded, data
         except ImageDecodeError as exc:
             raise ImageDecodeError(f"{relative}: {exc}") from None
     if len(sample.images) == 1:
@@ -109,71 +127,151 @@ def load_sample_image(sample: Sample, root: Path, max_pixels: int) -> Image.Imag
     raise ImageDecodeError(f"listed image missing: none of {', '.join(sample.images)} exists")
 
 
+def load_sample_image(sample: Sample, root: Path, max_pixels: int) -> Image.Image:
+    """The sample's pixels as an RGB image (before resizing); ImageDecodeError naming the file on failure."""
+    return load_sample(sample, root, max_pixels)[0]
+
+
+def can_store_as_is(decoded: Decoded | None, image_size: int, image_format: str) -> bool:
+    """True when the source file already is what ingest would store: a JPEG holding RGB pixels at the
+    storage size, no EXIF rotation, storage format jpeg (RAF-DB's aligned faces). Its bytes are then
+    stored unchanged: no second lossy encode, and decoding them gives exactly the pixels ingest checked.
+    Such a file keeps whatever metadata segments the source carried (EXIF without a rotation, ICC,
+    comments); the stored bytes are still a pure function of the source bytes.
+    """
+    return (decoded is not None and decoded.native and decoded.format == "JPEG"
+            and IMAGE_FORMATS[image_format][0] == "JPEG"
+            and decoded.image.size == (image_size, image_size))
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """An RGB image as a minimal 8-bit PNG: every row Up-filtered, run-length deflate, no metadata.
+def _stored_zlib(data: bytes) -> bytes:
+    """`data` as a zlib stream of stored (uncompressed) deflate blocks; the same bytes on every zlib."""
+    blocks = [b"\x78\x01"]                                   # deflate, 32 KiB window, no dictionary
+    for start in range(0, max(len(data), 1), 65535):
+        chunk = data[start:start + 65535]
+        final = 1 if start + 65535 >= len(data) else 0
+        blocks.append(struct.pack("<BHH", final, len(chunk), len(chunk) ^ 0xFFFF) + chunk)
+    blocks.append(struct.pack(">I", zlib.adler32(data)))
+    return b"".join(blocks)
+
+
+def png_bytes(image: Image.Image, level: int = PNG_ZLIB_LEVEL) -> bytes:
+    """An RGB image as a minimal 8-bit PNG, no metadata. Level 0: filter None, stored deflate blocks;
+    level 1..9: every row Up-filtered, run-length deflate at that zlib level.
 
     Why not Pillow's writer: PNG encoding is most of ingest's cost, and Pillow's adaptive filtering
-    costs ~4 ms per 100x100 face at level 6 (1.2 ms at level 1) against ~0.2 ms here; and the bytes
-    depend only on the pixels and zlib, not on a Pillow version's encoder choices.
+    costs ~4 ms per 100x100 face at level 6 (1.2 ms at level 1) against ~0.25 ms here at level 1 and
+    ~0.05 ms at level 0; and the bytes depend only on the pixels, the level (and zlib for 1..9), not
+    on a Pillow version's encoder choices.
     """
-    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    height, width = pixels.shape[:2]
-    rows = pixels.reshape(height, width * 3)
-    up = np.diff(rows, axis=0, prepend=np.zeros((1, rows.shape[1]), np.uint8))  # uint8 wraps mod 256 as PNG wants
-    filtered = np.concatenate([np.full((height, 1), 2, np.uint8), up], axis=1)   # filter type 2 = Up
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    width, height = rgb.size
+    stride = width * 3
+    rows = np.frombuffer(rgb.tobytes(), dtype=np.uint8).reshape(height, stride)
+    filtered = np.empty((height, stride + 1), np.uint8)
+    if level == 0:
+        filtered[:, 0] = 0                                                        # filter type 0 = None
+        filtered[:, 1:] = rows
+        idat = _stored_zlib(filtered.tobytes())
+    else:
+        filtered[:, 0] = 2                                                        # filter type 2 = Up
+        filtered[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])                    # uint8 wraps mod 256 as PNG wants
+        deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+        idat = deflate.compress(filtered.data) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)               # 8-bit RGB, no interlace
-    deflate = zlib.compressobj(PNG_ZLIB_LEVEL, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    idat = deflate.compress(filtered.tobytes()) + deflate.flush()
     return PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
-def encode_image(image: Image.Image, image_format: str) -> bytes:
+def encode_image(image: Image.Image, image_format: str, png_level: int = PNG_ZLIB_LEVEL) -> bytes:
     """Fixed encoder settings and no metadata: the same pixels always give the same bytes."""
     pil_format, _ = IMAGE_FORMATS[image_format]
     if pil_format == "PNG":
-        return png_bytes(image)
+        return png_bytes(image, png_level)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     return buffer.getvalue()
 
 
-def prepare_one(job: _Job, *, root: str, out: str, image_size: int, image_format: str, max_pixels: int) -> _Prepared:
-    """Decode, crop, resize to a square, encode and write one sample; an error becomes a reason."""
+def write_new_file(path: str, data: bytes) -> None:
+    """Create `path` (it must not exist) holding `data`: one open, one write, one close.
+
+    No fsync per file: the unit of atomicity is the dataset folder (atomic_dir renames it into place
+    only after every file is written), so a crash never exposes a half-written image.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
     try:
-        image = load_sample_image(job.sample, Path(root), max_pixels)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def prepare_one(job: _Job, *, root: str, out: str, image_size: int, image_format: str, max_pixels: int,
+                png_level: int = PNG_ZLIB_LEVEL) -> _Prepared:
+    """Decode, crop, resize to a square, encode and write one sample; an error becomes a reason.
+
+    A source file that already is a storage-ready image (`can_store_as_is`) is stored byte for byte,
+    after the same full decode that verifies every other input. A JPEG at least twice the storage
+    size decodes at a reduced DCT scale first (libjpeg's draft mode), then resizes as any other.
+    The sha256 is always of the bytes written.
+    """
+    try:
+        image, decoded, source_bytes = load_sample(job.sample, root, max_pixels, draft_size=image_size)
     except ImageDecodeError as exc:
         return _Prepared(error=str(exc))
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-    data = encode_image(image, image_format)
-    target = Path(out) / job.path  # its class folder was made by the main process
-    target.write_bytes(data)  # inside atomic_dir's temporary folder: the whole folder is the atomic unit
+    if can_store_as_is(decoded, image_size, image_format):
+        data = source_bytes
+    else:
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        data = encode_image(image, image_format, png_level)
+    # its class folder was made by the main process; inside atomic_dir's temporary folder, which is
+    # the atomic unit as a whole
+    write_new_file(os.path.join(out, job.path), data)
     return _Prepared(sha256=hashlib.sha256(data).hexdigest(), width=image.width, height=image.height)
+
+
+def _prepare_chunk(jobs: list[_Job], **settings: Any) -> list[_Prepared]:
+    return [prepare_one(job, **settings) for job in jobs]
 
 
 def _prepare_all(jobs: list[_Job], *, root: Path, out: Path, config: DataConfig, fmt: str,
                  progress: bool) -> Iterator[_Prepared]:
-    """Results in job order, decoded by `config.workers` processes (0 = one per core)."""
-    work = functools.partial(prepare_one, root=str(root), out=str(out), image_size=config.image_size,
-                             image_format=config.image_format.lower(), max_pixels=config.max_pixels)
+    """Results in job order, prepared by `config.workers` threads or processes (0 = one per core).
+
+    With up to THREAD_WORKERS workers, image files go to threads: reading, libjpeg/zlib decoding,
+    resizing, sha256 and writing release the GIL, and threads cost no process start, pickling or
+    result queue (on a busy 2-core machine they beat processes by ~25 %, docs/benchmarks.md). About
+    half of each image's work (PIL's header parsing, our Python) holds the GIL, so threads cannot go
+    much past 2 cores: more workers, and pixel strings from a CSV (FER2013, FERPlus, parsed with the
+    GIL held), go to processes.
+    """
+    settings = dict(root=str(root), out=str(out), image_size=config.image_size,
+                    image_format=config.image_format.lower(), max_pixels=config.max_pixels,
+                    png_level=config.png_compress_level)
     workers = config.workers or os.cpu_count() or 1
     bar = tqdm(total=len(jobs), desc=f"ingest {fmt}", unit="img", disable=not progress, leave=False)
     with bar:
         if workers == 1 or len(jobs) < 2:
             for job in jobs:
-                yield work(job)
+                yield prepare_one(job, **settings)
                 bar.update()
             return
         chunksize = max(1, min(64, len(jobs) // (workers * 8)))
-        pool = ProcessPoolExecutor(max_workers=workers)
+        chunks = [jobs[start:start + chunksize] for start in range(0, len(jobs), chunksize)]
+        gil_bound = any(job.sample.pixels or not job.sample.images for job in jobs)
+        threads = workers <= THREAD_WORKERS and not gil_bound
+        pool = (ThreadPoolExecutor if threads else ProcessPoolExecutor)(max_workers=workers)
         try:
-            for prepared in pool.map(work, jobs, chunksize=chunksize):
-                yield prepared
-                bar.update()
+            for results in pool.map(functools.partial(_prepare_chunk, **settings), chunks):
+                yield from results
+                bar.update(len(results))
         finally:  # on an error or Ctrl-C, do not decode the rest of the dataset first
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -255,6 +353,8 @@ def _check_config(config: DataConfig) -> None:
         raise ConfigError(f"data.image_size must be positive, got {config.image_size}")
     if not 0 <= config.val_fraction < 1:
         raise ConfigError(f"data.val_fraction must lie in [0, 1), got {config.val_fraction}")
+    if not 0 <= config.png_compress_level <= 9:
+        raise ConfigError(f"data.png_compress_level must lie in 0..9, got {config.png_compress_level}")
     if config.workers < 0:
         raise ConfigError(f"data.workers must be >= 0 (0 = one per core), got {config.workers}")
 
@@ -275,7 +375,7 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
         jobs, duplicates = _plan(read.samples, config.num_classes, config.image_format)
         rejections = list(read.rejections) + duplicates
         with atomic_dir(out) as tmp:
-            for folder in sorted({Path(job.path).parent for job in jobs}):
+            for folder in sorted({job.path.rpartition("/")[0] for job in jobs}):
                 (tmp / folder).mkdir(parents=True, exist_ok=True)
             rows: list[dict[str, Any]] = []
             for job, prepared in zip(jobs, _prepare_all(jobs, root=root, out=tmp, config=config, fmt=fmt,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fer_core import labels
-from fer_core.config import DataConfig
+from fer_core.config import ConfigError, DataConfig
 from fer_core.data import ingest as ingest_module
 from fer_core.data.ingest import MANIFEST_COLUMNS, ingest, png_bytes
 from fer_core.data.sources import SourceError
@@ -128,6 +128,17 @@ def test_rerun_and_worker_count_give_identical_bytes(tmp_path):
     assert digest == tree_digest(second)
     ingest("rafdb", root, first, SMALL, progress=False)   # rerun over an existing output
     assert tree_digest(first) == digest
+
+
+def test_threads_and_processes_give_identical_bytes(tmp_path, monkeypatch):
+    """Image files go to threads (up to 2 workers), pixel strings and more workers to processes;
+    either pool gives the same dataset."""
+    root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=3, per_class_test=1))
+    config = DataConfig(image_size=24, workers=2, val_fraction=0.25)
+    ingest("rafdb", root, tmp_path / "threads", config, progress=False)
+    monkeypatch.setattr(ingest_module, "ThreadPoolExecutor", ingest_module.ProcessPoolExecutor)
+    ingest("rafdb", root, tmp_path / "processes", config, progress=False)
+    assert tree_digest(tmp_path / "threads") == tree_digest(tmp_path / "processes")
 
 
 def test_killed_run_leaves_previous_output_untouched(tmp_path, monkeypatch):
@@ -253,14 +264,114 @@ def test_cli_prints_summary_and_exits_2_on_source_error(tmp_path):
     assert "source folder not found" in missing.output and "Traceback" not in missing.output
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (13, 29), (100, 100)])
-def test_png_writer_is_lossless_and_readable(shape):
+@pytest.mark.parametrize("level", [0, 1, 9])
+@pytest.mark.parametrize("shape", [(1, 1), (13, 29), (100, 100), (200, 120)])
+def test_png_writer_is_lossless_and_readable(shape, level):
     pixels = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    data = png_bytes(Image.fromarray(pixels))
+    data = png_bytes(Image.fromarray(pixels), level)
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG" and image.mode == "RGB"
         assert (np.asarray(image) == pixels).all()
-    assert png_bytes(Image.fromarray(pixels)) == data
+    assert png_bytes(Image.fromarray(pixels), level) == data
+    if level == 0:  # stored blocks: 200x120 needs two of them (at most 65535 bytes each)
+        assert len(data) > pixels.size + shape[0]
+
+
+def test_png_compress_level_changes_size_not_pixels(tmp_path):
+    root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=2, per_class_test=1))
+    stored, packed = tmp_path / "stored", tmp_path / "packed"
+    ingest("rafdb", root, stored, SMALL, progress=False)
+    ingest("rafdb", root, packed, DataConfig(image_size=24, workers=1, val_fraction=0.25, png_compress_level=6),
+           progress=False)
+    a, b = assert_contract(stored, 24)[0], assert_contract(packed, 24)[0]
+    assert [row["path"] for row in a] == [row["path"] for row in b]
+    for row in a:
+        pixels = [np.asarray(Image.open(folder / row["path"])) for folder in (stored, packed)]
+        assert np.array_equal(*pixels)
+    assert sum((packed / r["path"]).stat().st_size for r in b) < sum((stored / r["path"]).stat().st_size for r in a)
+    with pytest.raises(ConfigError, match="png_compress_level"):
+        ingest("rafdb", root, tmp_path / "x", DataConfig(png_compress_level=10), progress=False)
+
+
+def _exif_turned_jpeg(size: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90
+    return encode(face(77, size), "JPEG", exif=exif.tobytes())
+
+
+def test_storage_ready_jpegs_are_stored_byte_for_byte(tmp_path, monkeypatch):
+    """RGB JPEGs at the storage size with jpeg storage: the source bytes are the stored bytes."""
+    root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=4, per_class_test=1), size=24)
+    aligned = root / "Image" / "aligned"
+    (aligned / "train_00001_aligned.jpg").write_bytes(_exif_turned_jpeg(24))              # needs turning
+    (aligned / "train_00002_aligned.jpg").write_bytes(encode(face(2, 24, "L"), "JPEG"))   # gray
+    (aligned / "train_00003_aligned.jpg").write_bytes(encode(face(3, 40), "JPEG"))        # other size
+    (aligned / "train_00004_aligned.jpg").write_bytes(encode(face(4, 24), "PNG"))         # a PNG named .jpg
+    (aligned / "train_00005_aligned.jpg").write_bytes(b"not a jpeg")                      # still rejected
+    config = DataConfig(image_size=24, workers=1, val_fraction=0.25, image_format="jpeg")
+    out = tmp_path / "prepared"
+    ingest("rafdb", root, out, config, progress=False)
+    manifest, rejected, _ = assert_contract(out, 24)
+    assert len(rejected) == 1 and "train_00005_aligned.jpg" in rejected[0]["reason"]
+    copied = {row["source_id"] for row in manifest
+              if (out / row["path"]).read_bytes() == (aligned / f"{row['source_id']}_aligned.jpg").read_bytes()}
+    assert copied == {row["source_id"] for row in manifest} - {"train_00001", "train_00002", "train_00003",
+                                                               "train_00004"}
+    assert len(copied) == len(manifest) - 4
+    # the turned one is stored upright (no EXIF left to apply twice)
+    turned = next(row for row in manifest if row["source_id"] == "train_00001")
+    assert Image.open(out / turned["path"]).getexif().get(0x0112) is None
+
+    # the same facts as re-encoding every image: paths, labels, splits, sizes; only the bytes differ
+    reencoded = tmp_path / "reencoded"
+    monkeypatch.setattr(ingest_module, "can_store_as_is", lambda *args: False)
+    ingest("rafdb", root, reencoded, config, progress=False)
+    monkeypatch.undo()
+    other, other_rejected, _ = assert_contract(reencoded, 24)
+    facts = lambda rows: [{k: v for k, v in row.items() if k != "sha256"} for row in rows]  # noqa: E731
+    assert facts(manifest) == facts(other) and rejected == other_rejected
+    assert {row["source_id"] for row, again in zip(manifest, other) if row["sha256"] != again["sha256"]} >= copied
+
+    # a rerun and another worker count give the same bytes
+    digest = tree_digest(out)
+    ingest("rafdb", root, out, config, progress=False)
+    assert tree_digest(out) == digest
+    ingest("rafdb", root, tmp_path / "two", DataConfig(image_size=24, workers=2, val_fraction=0.25,
+                                                         image_format="jpeg"), progress=False)
+    assert tree_digest(tmp_path / "two") == digest
+
+
+def test_png_storage_never_keeps_jpeg_bytes(tmp_path):
+    root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=2, per_class_test=1), size=24)
+    out = tmp_path / "prepared"
+    ingest("rafdb", root, out, SMALL, progress=False)
+    manifest, _, _ = assert_contract(out, 24)
+    for row in manifest:
+        stored = out / row["path"]
+        source = root / "Image" / "aligned" / f"{row['source_id']}_aligned.jpg"
+        assert stored.read_bytes().startswith(b"\x89PNG")
+        assert np.array_equal(np.asarray(Image.open(stored)), np.asarray(Image.open(source).convert("RGB")))
+
+
+def test_large_jpeg_decodes_at_reduced_scale_close_to_a_full_decode(tmp_path):
+    root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=2, per_class_test=1), size=24)
+    big = encode(face(9, 200), "JPEG", quality=95)
+    (root / "Image" / "aligned" / "train_00001_aligned.jpg").write_bytes(big)
+    out = tmp_path / "prepared"
+    ingest("rafdb", root, out, SMALL, progress=False)
+    manifest, _, _ = assert_contract(out, 24)
+    row = next(row for row in manifest if row["source_id"] == "train_00001")
+    full = Image.open(io.BytesIO(big)).convert("RGB").resize((24, 24), Image.Resampling.BICUBIC)
+    difference = np.abs(np.asarray(Image.open(out / row["path"]), np.int16) - np.asarray(full, np.int16))
+    assert difference.mean() < 8
+
+
+def test_write_new_file_never_overwrites(tmp_path):
+    target = tmp_path / "a.png"
+    ingest_module.write_new_file(str(target), b"first")
+    with pytest.raises(FileExistsError):
+        ingest_module.write_new_file(str(target), b"second")
+    assert target.read_bytes() == b"first"
 
 
 def test_oversized_image_is_rejected_before_decoding(tmp_path):
