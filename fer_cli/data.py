@@ -126,3 +126,43 @@ def validate(data_dir, report_dir, skip_image_checks, image_workers, config) -> 
     click.echo(f"report: {result.report_json}")
     click.echo(f"report: {result.report_html}")
     sys.exit(0 if result.success else 1)
+
+
+@data.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="weights.json to write (scheme, counts and weight per class).")
+@config_options
+def weights(data_dir, out_file, config) -> None:
+    """Class weights of the loss from DATA_DIR's train split counts (METHOD.md section 4).
+
+    Uses the config's weights section (scheme, beta, max_weight), exactly as `fer train` does, and
+    writes the same JSON as RUN/weights.json. Exit 2 when DATA_DIR has no manifest.csv.
+    """
+    import json
+    from pathlib import Path
+
+    from fer_core.io import write_json
+    from fer_core.labels import class_names as canonical_names
+    from fer_core.training.class_weights import compute_class_weights, train_counts
+
+    manifest = Path(data_dir) / "manifest.csv"
+    if not manifest.is_file():
+        fail(f"{manifest} missing: {data_dir} is not a prepared dataset (run `fer data ingest` first)", code=2)
+    info_path = Path(data_dir) / "dataset.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    names = list(info.get("class_names") or canonical_names(config.data.num_classes))
+    try:
+        counts = train_counts(manifest, len(names))
+        class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
+                                              config.weights.max_weight).tolist()
+    except ValueError as exc:
+        fail(f"{manifest}: {exc}")
+    write_json(out_file, {
+        "scheme": config.weights.scheme, "beta": config.weights.beta, "max_weight": config.weights.max_weight,
+        "class_names": names, "counts": dict(zip(names, counts)), "weights": dict(zip(names, class_weights)),
+    })
+    width = max(len(name) for name in names)
+    for name, count, weight in zip(names, counts, class_weights):
+        click.echo(f"{name:<{width}}  {count:>7}  {weight:8.4f}")
+    click.echo(f"class weights ({config.weights.scheme}): {out_file}")
