@@ -7,9 +7,11 @@ from components.base import fer_component
 
 @fer_component()
 def deploy(enabled: bool, model_name: str, config: dict, mlflow_tracking_uri: str, s3_endpoint_url: str, model_store: str,
-           torchserve_management_url: str, torchserve_key_file: str, mar: Output[Model]) -> str:
+           torchserve_management_url: str, torchserve_key_file: str, torchserve_deployment: str,
+           mar: Output[Model]) -> str:
     """Package models:/NAME@champion; publish to MODEL_STORE; with a management URL, load it there
-    without downtime (token from TORCHSERVE_MANAGEMENT_TOKEN or the server's key file). Returns where
+    without downtime (token from TORCHSERVE_MANAGEMENT_TOKEN or the server's key file); with a
+    Deployment name instead (the cluster), roll that Deployment onto the new store. Returns where
     the .mar went ("" when `enabled` is False: the run's deploy switch is off)."""
     if not enabled:
         print("deploy switched off for this run; the champion stays where it is")
@@ -22,7 +24,8 @@ def deploy(enabled: bool, model_name: str, config: dict, mlflow_tracking_uri: st
     result = deploy_step(f"models:/{model_name}@champion", from_dict(config), out_dir=mar.path,
                          tracking_uri=mlflow_tracking_uri or None, model_store=model_store,
                          management_url=torchserve_management_url,
-                         token=management_token(torchserve_key_file) if torchserve_management_url else "")
+                         token=management_token(torchserve_key_file) if torchserve_management_url else "",
+                         k8s_deployment=torchserve_deployment)
     mar.metadata.update({"model_version": result["model_version"], "published": result["published"],
                          "deployed": result["deployed"]})
     print(f"champion version {result['model_version']} -> {result['published']}"

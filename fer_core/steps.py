@@ -217,9 +217,12 @@ def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_
 # ------------------------------------------------------------------------------------------- deploy
 
 def deploy_step(model_uri: str, config: Config, *, out_dir: str | Path, tracking_uri: str | None = None,
-                model_store: str = "", management_url: str = "", token: str = "") -> dict[str, Any]:
+                model_store: str = "", management_url: str = "", token: str = "",
+                k8s_deployment: str = "", k8s_namespace: str = "") -> dict[str, Any]:
     """Package MODEL_URI (e.g. models:/NAME@champion) as a .mar, publish it to the model store (folder
-    or s3://), and, when a management URL is given, swap the running TorchServe to it without downtime."""
+    or s3://), then either swap a running TorchServe to it through its management API (`management_url`)
+    or roll the cluster's TorchServe Deployment, whose pods load the store when they start
+    (`k8s_deployment`). Both keep answering requests throughout."""
     from fer_core.home import fer_home
     from fer_core.serving.client import deploy_model
     from fer_core.serving.package import build_mar, publish_mar, resolve_registry
@@ -242,5 +245,11 @@ def deploy_step(model_uri: str, config: Config, *, out_dir: str | Path, tracking
                              "(TORCHSERVE_MANAGEMENT_TOKEN or the key file from `fer serve start`)")
         result["deployment"] = deploy_model(published, management_url, token, config.serve.model_name,
                                             workers=config.serve.workers)
+        result["deployed"] = True
+    elif k8s_deployment:
+        from fer_core.cluster import NAMESPACE
+        from fer_core.serving.rollout import rollout_restart
+
+        result["restarted_at"] = rollout_restart(k8s_namespace or NAMESPACE, k8s_deployment)
         result["deployed"] = True
     return result

@@ -32,8 +32,9 @@ def config_parameter(config: Config) -> dict:
 CLUSTER_DEFAULTS: dict[str, Any] = {
     "mlflow_tracking_uri": cluster.MLFLOW_URI_IN_CLUSTER,
     "s3_endpoint_url": cluster.S3_ENDPOINT_IN_CLUSTER,
-    "model_store": f"s3://{cluster.MODEL_STORE_BUCKET}/models",
+    "model_store": f"s3://{cluster.MODEL_STORE_BUCKET}",   # TorchServe pods load every .mar there at start
     "torchserve_management_url": "",
+    "torchserve_deployment": cluster.TORCHSERVE_SERVICE,   # rolled by the deploy step
 }
 
 # Steps that may retry (network, object store, API servers) and whether KFP may reuse a cached result.
@@ -87,6 +88,7 @@ def fer_pipeline(
     model_store: str = CLUSTER_DEFAULTS["model_store"],
     torchserve_management_url: str = CLUSTER_DEFAULTS["torchserve_management_url"],
     torchserve_key_file: str = "",
+    torchserve_deployment: str = CLUSTER_DEFAULTS["torchserve_deployment"],
 ) -> None:
     """Parameters: the dataset (`source` folder or s3:// URI, or `dvc_repo` + `dvc_rev` + `dvc_path`)
     and its `data_format` (rafdb, affectnet, fer2013, ferplus, imagefolder); the resolved `config`
@@ -124,5 +126,6 @@ def fer_pipeline(
             deployed = _step(deploy(enabled=deploy_model, model_name=model_name, config=config,
                                     mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url,
                                     model_store=model_store, torchserve_management_url=torchserve_management_url,
-                                    torchserve_key_file=torchserve_key_file), "deploy")
+                                    torchserve_key_file=torchserve_key_file,
+                                    torchserve_deployment=torchserve_deployment), "deploy")
             _secrets(deployed, s3=True, mlflow=True, torchserve=True)

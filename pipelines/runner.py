@@ -38,7 +38,7 @@ def local_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
     """Embedded defaults: MLflow on sqlite under the home folder, a local model store, no S3 endpoint."""
     defaults = {"mlflow_tracking_uri": default_tracking_uri(), "s3_endpoint_url": os.environ.get("AWS_ENDPOINT_URL", ""),
                 "model_store": str(fer_home() / "model_store"), "torchserve_management_url": "",
-                "torchserve_key_file": ""}
+                "torchserve_key_file": "", "torchserve_deployment": ""}
     defaults.update({key: value for key, value in arguments.items() if value is not None})
     return pipeline_arguments(config, **defaults)
 
