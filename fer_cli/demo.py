@@ -22,10 +22,10 @@ from fer_core.config import Config
 # A CPU profile sized so the whole demo takes about 10 minutes on 2 cores (params.yaml's own defaults
 # are the paper's GPU settings). Override any key with --set; these only fill what was not set.
 DEMO_PROFILE = {
-    "synth.scale": 0.15,
+    "synth.scale": 0.12,
     "synth.noise_rate": 0.1,
     "train.image_size": 64,
-    "train.epochs": 6,
+    "train.epochs": 5,
     "train.batch_size": 32,
     "train.workers": 0,
     "train.early_stopping_patience": 3,
@@ -83,7 +83,8 @@ def run_demo(config: Config, *, scale: float | None = None) -> None:
     answer = client.predict(config.serve.model_name, image.read_bytes())
     if not answer.ok:
         raise click.ClickException(f"prediction failed: HTTP {answer.status}: {answer.body}")
-    click.echo(f"POST {settings.inference_url}/predictions/{config.serve.model_name}  ({image.name})")
+    click.echo(f"POST {settings.inference_url}/predictions/{config.serve.model_name}  ({image.name}, "
+               f"labelled {_label_of(repo / 'rafdb', image)})")
     click.echo(json.dumps(answer.body, indent=2))
 
     tracking_uri = default_tracking_uri()
@@ -138,6 +139,18 @@ def _ensure_champion_served(config: Config, settings, result: dict) -> None:
         deploy_step(f"models:/{result['model_name']}@champion", config, out_dir=Path(work),
                     tracking_uri=default_tracking_uri(), model_store=str(settings.model_store),
                     management_url=settings.management_url, token=management_token(str(settings.key_file)))
+
+
+def _label_of(raf_root: Path, image: Path) -> str:
+    """The image's label in the dataset's own list (RAF-DB codes 1..7)."""
+    from fer_core import labels
+
+    name = image.name.replace("_aligned", "")
+    for line in (raf_root / "EmoLabel" / "list_patition_label.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return labels.RAFDB_CODES.get(int(parts[1]), "unknown")
+    return "unknown"
 
 
 def _a_test_image(raf_root: Path) -> Path:

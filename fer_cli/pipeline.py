@@ -103,7 +103,7 @@ def registry_summary(model_name: str, tracking_uri: str) -> dict:
     versions = client.search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"], max_results=1)
     if not versions:
         return {"model_name": model_name, "registered_version": None}
-    version = versions[0]
+    version = client.get_model_version(model_name, versions[0].version)  # search results carry no aliases
     run = client.get_run(version.run_id)
     try:
         champion = client.get_model_version_by_alias(model_name, "champion").version
@@ -113,7 +113,7 @@ def registry_summary(model_name: str, tracking_uri: str) -> dict:
             "aliases": list(version.aliases), "gate": version.tags.get("gate.reason", ""),
             "mlflow_run_id": version.run_id,
             "metrics": {key: round(value, 4) for key, value in sorted(run.data.metrics.items())
-                        if key.startswith(("best_", "test_", "noisy"))},
+                        if key.startswith(("best_val_", "test_", "noisy")) and "_recall_" not in key},
             "tracking_uri": tracking_uri}
 
 

@@ -85,6 +85,7 @@ def init_repo(path: str | Path, *, remote_url: str | None = None, remote_name: s
         with repo.config.edit() as config:
             config["remote"][remote_name] = remote
             config["core"]["remote"] = remote_name
+            config["core"]["autostage"] = True  # dvc add stages its .dvc/.gitignore (add_and_push commits them)
     finally:
         repo.close()
     scaffolding = [name for name in (".dvc/config", ".dvc/.gitignore", ".dvcignore") if (repo_dir / name).exists()]
