@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir = make_run(work_dir / "run", args.image_size)
         settings = ServerSettings.from_config(serve, home=work_dir / "torchserve", model_store=work_dir / "store",
                                               inference_port=free_port(), management_port=free_port(),
-                                              metrics_port=free_port())
+                                              metrics_port=free_port(), grpc_inference_port=free_port(),
+                                              grpc_management_port=free_port())
         mar = build_mar(resolve_run(run_dir), settings.model_store, serve)
         if serve.torch_threads > 0:  # the in-process side gets the threads a TorchServe worker gets
             torch.set_num_threads(serve.torch_threads)

@@ -19,15 +19,20 @@ def server_options(func):
     @click.option("--inference-port", type=int, default=None, help="Default serve.inference_port (8080).")
     @click.option("--management-port", type=int, default=None, help="Default serve.management_port (8081).")
     @click.option("--metrics-port", type=int, default=None, help="Default serve.metrics_port (8082).")
+    @click.option("--grpc-inference-port", type=int, default=None, help="Default serve.grpc_inference_port (7070).")
+    @click.option("--grpc-management-port", type=int, default=None, help="Default serve.grpc_management_port (7071).")
     @click.option("--model-store", type=click.Path(file_okay=False), default=None,
                   help="Folder of .mar files (default FER_HOME/model_store).")
     @functools.wraps(func)
-    def wrapper(*args, address, inference_port, management_port, metrics_port, model_store, config, **kwargs):
+    def wrapper(*args, address, inference_port, management_port, metrics_port, grpc_inference_port,
+                grpc_management_port, model_store, config, **kwargs):
         from fer_core.serving.server import ServerSettings
 
         settings = ServerSettings.from_config(config.serve, model_store=Path(model_store) if model_store else None,
                                               address=address, inference_port=inference_port,
-                                              management_port=management_port, metrics_port=metrics_port)
+                                              management_port=management_port, metrics_port=metrics_port,
+                                              grpc_inference_port=grpc_inference_port,
+                                              grpc_management_port=grpc_management_port)
         return func(*args, settings=settings, config=config, **kwargs)
 
     return wrapper

@@ -111,6 +111,8 @@ class ServeConfig:
     inference_port: int = 8080
     management_port: int = 8081
     metrics_port: int = 8082
+    grpc_inference_port: int = 7070      # TorchServe's gRPC APIs (bound to `address` too)
+    grpc_management_port: int = 7071
     batch_size: int = 8
     max_batch_delay_ms: int = 20
     workers: int = 1

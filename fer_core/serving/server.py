@@ -41,6 +41,8 @@ class ServerSettings:
     inference_port: int = 8080
     management_port: int = 8081
     metrics_port: int = 8082
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
     workers: int = 1
     max_request_bytes: int = 10_485_760
     token_expiration_min: int = 60
@@ -52,6 +54,8 @@ class ServerSettings:
         settings = cls(home=home.resolve(), model_store=Path(model_store or fer_home() / "model_store").resolve(),
                        address=serve.address, inference_port=serve.inference_port,
                        management_port=serve.management_port, metrics_port=serve.metrics_port,
+                       grpc_inference_port=serve.grpc_inference_port,
+                       grpc_management_port=serve.grpc_management_port,
                        workers=serve.workers, max_request_bytes=serve.max_request_bytes,
                        token_expiration_min=serve.token_expiration_min)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -91,6 +95,7 @@ def render_config(settings: ServerSettings, load_models: list[str] | None = None
     text = template.substitute(
         address=settings.address, inference_port=settings.inference_port,
         management_port=settings.management_port, metrics_port=settings.metrics_port,
+        grpc_inference_port=settings.grpc_inference_port, grpc_management_port=settings.grpc_management_port,
         model_store=settings.model_store, home=settings.home, workers=settings.workers,
         max_request_bytes=settings.max_request_bytes, token_expiration_min=settings.token_expiration_min,
         load_models=",".join(load_models) if load_models else "",

@@ -32,6 +32,9 @@ def test_config_properties(tmp_path):
     assert props["inference_address"] == "http://127.0.0.1:9001"
     assert props["management_address"] == "http://127.0.0.1:8081"
     assert props["metrics_address"] == "http://127.0.0.1:8082"
+    # gRPC on its own configurable ports, bound to the same loopback address
+    assert (props["grpc_inference_address"], props["grpc_inference_port"]) == ("127.0.0.1", "7070")
+    assert (props["grpc_management_address"], props["grpc_management_port"]) == ("127.0.0.1", "7071")
     assert props["disable_token_authorization"] == "false"
     assert props["enable_model_api"] == "true"
     assert props["install_py_dep_per_model"] == "false"

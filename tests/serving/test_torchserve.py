@@ -34,7 +34,8 @@ def server(run_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("ts_home")
     settings = ServerSettings.from_config(SERVE, home=home / "torchserve", model_store=home / "model_store",
                                           inference_port=free_port(), management_port=free_port(),
-                                          metrics_port=free_port())
+                                          metrics_port=free_port(), grpc_inference_port=free_port(),
+                                          grpc_management_port=free_port())
     source = resolve_run(run_dir)
     mar = build_mar(source, settings.model_store, SERVE)
     try:
