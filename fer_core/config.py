@@ -25,7 +25,7 @@ class DataConfig:
     num_classes: int = 7             # 7 or 8 (AffectNet-8 / FERPlus with contempt)
     workers: int = 0                 # ingest workers (<=2: threads for image files; else processes); 0 = per core
     max_pixels: int = 40_000_000     # refuse larger source images (decompression bombs)
-    image_format: str = "png"        # storage format of prepared images: png (lossless) or jpeg
+    image_format: str = "auto"       # storage of prepared images: auto (the source's codec), png or jpeg
     png_compress_level: int = 0      # png storage: 0 = stored deflate (fastest, ~25 % larger), 1-9 = zlib
 
 

@@ -345,10 +345,22 @@ def _row_order(rejection: Rejection) -> tuple:
     return (rejection.source, 0, int(rejection.row), "") if rejection.row.isdigit() else (rejection.source, 1, 0, rejection.row)
 
 
+# `auto` keeps each format's own codec: RAF-DB and AffectNet ship JPEGs (stored as JPEG, byte for byte
+# when already normalised), FER2013/FERPlus are pixel arrays and ImageFolder trees may hold anything
+# (stored losslessly as PNG).
+AUTO_FORMATS = {"rafdb": "jpeg", "affectnet": "jpeg", "fer2013": "png", "ferplus": "png", "imagefolder": "png"}
+
+
+def storage_format(fmt: str, image_format: str) -> str:
+    """The storage codec for dataset format `fmt` under data.image_format (auto|png|jpeg)."""
+    image_format = image_format.lower()
+    return AUTO_FORMATS.get(fmt, "png") if image_format == "auto" else image_format
+
+
 def _check_config(config: DataConfig) -> None:
     labels.class_names(config.num_classes)
-    if config.image_format.lower() not in IMAGE_FORMATS:
-        raise ConfigError(f"data.image_format {config.image_format!r} must be one of png, jpeg")
+    if config.image_format.lower() not in (*IMAGE_FORMATS, "auto"):
+        raise ConfigError(f"data.image_format {config.image_format!r} must be one of auto, png, jpeg")
     if config.image_size < 1:
         raise ConfigError(f"data.image_size must be positive, got {config.image_size}")
     if not 0 <= config.val_fraction < 1:
@@ -367,7 +379,7 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
     (rows in rejected.csv), num_errors, num_dropped. Raises SourceError for an unusable source.
     """
     _check_config(config)
-    config = replace(config, image_format=config.image_format.lower())
+    config = replace(config, image_format=storage_format(fmt, config.image_format))
     out = Path(out_dir).resolve()
     names = labels.class_names(config.num_classes)
     with open_source(source, out) as root:

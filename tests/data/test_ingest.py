@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import csv
 import hashlib
 import io
@@ -280,9 +282,9 @@ def test_png_writer_is_lossless_and_readable(shape, level):
 def test_png_compress_level_changes_size_not_pixels(tmp_path):
     root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=2, per_class_test=1))
     stored, packed = tmp_path / "stored", tmp_path / "packed"
-    ingest("rafdb", root, stored, SMALL, progress=False)
-    ingest("rafdb", root, packed, DataConfig(image_size=24, workers=1, val_fraction=0.25, png_compress_level=6),
-           progress=False)
+    ingest("rafdb", root, stored, replace(SMALL, image_format="png"), progress=False)
+    ingest("rafdb", root, packed, DataConfig(image_size=24, workers=1, val_fraction=0.25, png_compress_level=6,
+                                             image_format="png"), progress=False)
     a, b = assert_contract(stored, 24)[0], assert_contract(packed, 24)[0]
     assert [row["path"] for row in a] == [row["path"] for row in b]
     for row in a:
@@ -290,7 +292,7 @@ def test_png_compress_level_changes_size_not_pixels(tmp_path):
         assert np.array_equal(*pixels)
     assert sum((packed / r["path"]).stat().st_size for r in b) < sum((stored / r["path"]).stat().st_size for r in a)
     with pytest.raises(ConfigError, match="png_compress_level"):
-        ingest("rafdb", root, tmp_path / "x", DataConfig(png_compress_level=10), progress=False)
+        ingest("rafdb", root, tmp_path / "x", DataConfig(png_compress_level=10, image_format="png"), progress=False)
 
 
 def _exif_turned_jpeg(size: int) -> bytes:
@@ -341,10 +343,24 @@ def test_storage_ready_jpegs_are_stored_byte_for_byte(tmp_path, monkeypatch):
     assert tree_digest(tmp_path / "two") == digest
 
 
+def test_auto_keeps_each_formats_codec(tmp_path):
+    from fer_core.data.ingest import storage_format
+
+    assert [storage_format(fmt, "auto") for fmt in ("rafdb", "affectnet", "fer2013", "ferplus", "imagefolder")] == \
+        ["jpeg", "jpeg", "png", "png", "png"]
+    assert storage_format("rafdb", "PNG") == "png"
+    root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=2, per_class_test=1), size=24)
+    ingest("rafdb", root, tmp_path / "prepared", SMALL, progress=False)  # SMALL: image_format auto
+    manifest, _, _ = assert_contract(tmp_path / "prepared", 24)
+    for row in manifest:  # RAF-DB's aligned JPEGs at the storage size: stored byte for byte
+        source = root / "Image" / "aligned" / f"{row['source_id']}_aligned.jpg"
+        assert (tmp_path / "prepared" / row["path"]).read_bytes() == source.read_bytes()
+
+
 def test_png_storage_never_keeps_jpeg_bytes(tmp_path):
     root = write_rafdb(tmp_path / "raf", rafdb_rows(per_class_train=2, per_class_test=1), size=24)
     out = tmp_path / "prepared"
-    ingest("rafdb", root, out, SMALL, progress=False)
+    ingest("rafdb", root, out, replace(SMALL, image_format="png"), progress=False)
     manifest, _, _ = assert_contract(out, 24)
     for row in manifest:
         stored = out / row["path"]
