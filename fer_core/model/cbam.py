@@ -7,6 +7,7 @@ which face regions matter, which is what recovers the accuracy that class weight
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -22,9 +23,12 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[B,C,H,W] -> attention weights [B,C,1,1] in (0, 1)."""
-        avg = self.mlp(x.mean(dim=(2, 3)))
-        peak = self.mlp(x.amax(dim=(2, 3)))
-        return torch.sigmoid(avg + peak)[:, :, None, None]
+        batch = x.shape[0]
+        # both pools through the shared MLP in one pass; max pooling with indices (a cheap scatter in
+        # backward, where amax would compare the whole map against its maximum)
+        pooled = torch.cat([F.adaptive_avg_pool2d(x, 1).flatten(1), F.adaptive_max_pool2d(x, 1).flatten(1)])
+        out = self.mlp(pooled)
+        return torch.sigmoid(out[:batch] + out[batch:])[:, :, None, None]
 
 
 class SpatialAttention(nn.Module):
@@ -38,7 +42,7 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[B,C,H,W] -> attention weights [B,1,H,W] in (0, 1)."""
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        pooled = torch.cat([torch.max(x, dim=1, keepdim=True).values, x.mean(dim=1, keepdim=True)], dim=1)
         return torch.sigmoid(self.conv(pooled))
 
 
