@@ -1,7 +1,7 @@
 """Orchestration overhead: the whole pipeline on the local Kubeflow runner against the same steps run
 directly (fer_core.steps, one process), on the same synthetic dataset, in the same run.
 
-    .venv/bin/python bench/bench_pipeline.py [--scale 0.05] [--epochs 2] [--image-size 48]
+    .venv/bin/python bench/bench_pipeline.py [--scale 0.2] [--epochs 4] [--image-size 64]
 
 overhead = pipeline wall time / sum of the direct steps - 1 (goal: under 0.30). Both sides do the same
 work: ingest, validate, class weights, train, evaluate, register (MLflow on sqlite, a fresh FER_HOME
@@ -64,9 +64,9 @@ def pipeline(config: Config, raw: Path, work: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=0.05)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--scale", type=float, default=0.2)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
     args = parser.parse_args()
 
