@@ -31,6 +31,7 @@ from fer_core.io import write_json  # noqa: E402
 def direct(config: Config, raw: Path, work: Path) -> dict[str, float]:
     """Each step in this process, timed; the same calls the components make."""
     from fer_core import steps
+    from fer_core.validation.report import failure_summary
 
     times: dict[str, float] = {}
 
@@ -43,8 +44,8 @@ def direct(config: Config, raw: Path, work: Path) -> dict[str, float]:
     data, run = work / "prepared", work / "run"
     timed("ingest", steps.ingest_step, data, config, source=str(raw), fmt="rafdb")
     result = timed("validate", steps.validate_step, data, work / "report", config)
-    assert result.success, steps.failure_message(result)
-    timed("class_weights", steps.class_weights_step, data, work / "weights", config)
+    assert result.success, failure_summary(work / "report")
+    timed("class_weights", steps.class_weights_step, data, work / "weights" / "weights.json", config)
     _, run_id = timed("train", steps.train_step, data, run, config, experiment="bench-direct",
                       report_dir=work / "report", weights_dir=work / "weights")
     timed("evaluate", steps.evaluate_step, run, data, config, run_id=run_id)

@@ -14,7 +14,7 @@ def class_weights(dataset: Input[Dataset], config: dict, weights: Output[Artifac
 
     use_endpoints()
 
-    result = class_weights_step(dataset.path, weights.path, from_dict(config))
+    result = class_weights_step(dataset.path, f"{weights.path}/weights.json", from_dict(config))
     weights.metadata.update({"scheme": result["scheme"]})
     for name, value in result["weights"].items():
         metrics.log_metric(f"weight_{name}", round(value, 6))

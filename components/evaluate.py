@@ -12,16 +12,13 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], config: dict, mlflow_
     """Returns the held-out mean class accuracy."""
     from fer_core.config import from_dict
     from fer_core.pipeline_io import plots_html, use_endpoints
-    from fer_core.steps import evaluate_step
+    from fer_core.steps import evaluate_step, headline_metrics
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
     result = evaluate_step(model.path, dataset.path, from_dict(config), run_id=mlflow_run_id,
                            tracking_uri=mlflow_tracking_uri or None)
-    for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece"):
-        if result.get(key) is not None:
-            metrics.log_metric(f"{result['split']}_{key}", float(result[key]))
-    if (result.get("noise") or {}).get("auroc") is not None:
-        metrics.log_metric("noisy_label_auroc", float(result["noise"]["auroc"]))
+    for key, value in headline_metrics(result).items():
+        metrics.log_metric(key, value)
     confusion.log_confusion_matrix(list(result["per_class_recall"]), [list(map(int, row)) for row in result["confusion_matrix"]])
     with open(plots.path, "w", encoding="utf-8") as handle:
         handle.write(plots_html(model.path, result))

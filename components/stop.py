@@ -8,6 +8,6 @@ from components.base import fer_component
 @fer_component()
 def stop_invalid_data(report_json: Input[Artifact]) -> None:
     """Fail the run on purpose, naming each failed check: training never starts on invalid data."""
-    from fer_core.pipeline_io import validation_failure_message
+    from fer_core.validation.report import failure_summary
 
-    raise RuntimeError(validation_failure_message(report_json.path))
+    raise RuntimeError(failure_summary(report_json.path))

@@ -15,7 +15,8 @@ def validate(dataset: Input[Dataset], config: dict, report: Output[HTML],
 
     from fer_core.config import from_dict
     from fer_core.pipeline_io import use_endpoints
-    from fer_core.steps import failure_message, validate_step
+    from fer_core.steps import validate_step
+    from fer_core.validation.report import failure_summary
 
     use_endpoints()
 
@@ -23,6 +24,6 @@ def validate(dataset: Input[Dataset], config: dict, report: Output[HTML],
     shutil.copyfile(result.report_html, report.path)
     report_json.metadata.update({"success": result.success, "failures": len(result.failures),
                                  "warnings": len(result.warnings)})
-    message = "dataset valid" if result.success else failure_message(result)
+    message = "dataset valid" if result.success else failure_summary(report_json.path)
     print(message)
     return bool(result.success)

@@ -139,30 +139,18 @@ def weights(data_dir, out_file, config) -> None:
     Uses the config's weights section (scheme, beta, max_weight), exactly as `fer train` does, and
     writes the same JSON as RUN/weights.json. Exit 2 when DATA_DIR has no manifest.csv.
     """
-    import json
     from pathlib import Path
 
-    from fer_core.io import write_json
-    from fer_core.labels import class_names as canonical_names
-    from fer_core.training.class_weights import compute_class_weights, train_counts
+    from fer_core.steps import class_weights_step
 
     manifest = Path(data_dir) / "manifest.csv"
     if not manifest.is_file():
         fail(f"{manifest} missing: {data_dir} is not a prepared dataset (run `fer data ingest` first)", code=2)
-    info_path = Path(data_dir) / "dataset.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    names = list(info.get("class_names") or canonical_names(config.data.num_classes))
     try:
-        counts = train_counts(manifest, len(names))
-        class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
-                                              config.weights.max_weight).tolist()
+        report = class_weights_step(data_dir, out_file, config, plot=False)
     except ValueError as exc:
         fail(f"{manifest}: {exc}")
-    write_json(out_file, {
-        "scheme": config.weights.scheme, "beta": config.weights.beta, "max_weight": config.weights.max_weight,
-        "class_names": names, "counts": dict(zip(names, counts)), "weights": dict(zip(names, class_weights)),
-    })
-    width = max(len(name) for name in names)
-    for name, count, weight in zip(names, counts, class_weights):
-        click.echo(f"{name:<{width}}  {count:>7}  {weight:8.4f}")
+    width = max(len(name) for name in report["class_names"])
+    for name in report["class_names"]:
+        click.echo(f"{name:<{width}}  {report['counts'][name]:>7}  {report['weights'][name]:8.4f}")
     click.echo(f"class weights ({config.weights.scheme}): {out_file}")

@@ -78,19 +78,3 @@ def decision_markdown(result: dict[str, Any]) -> str:
             f"- gate: {result['metric']} = {result['value']:.4f}\n- reason: {result['reason']}\n"
             f"- model: `{result['model_uri']}` (MLflow run `{result['run_id']}`)\n")
 
-
-def validation_failure_message(report_dir: str | Path) -> str:
-    """The failed critical checks of a validation report folder (report.json), one per line."""
-    import json
-
-    report_path = Path(report_dir) / "report.json"
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    failed = [check for check in report.get("checks", [])
-              if not check.get("success") and check.get("severity") == "critical"]
-    lines = [f"dataset {report.get('data_dir', '')} is invalid: {len(failed)} critical check(s) failed "
-             f"(report: {report_path})"]
-    for check in failed:
-        examples = check.get("examples") or []
-        shown = f" e.g. {examples[:3]}" if examples else ""
-        lines.append(f"  - {check.get('name')}: {check.get('message')}{shown}")
-    return "\n".join(lines)

@@ -8,25 +8,51 @@ the MLflow run of a pipeline run is created by `train_step` and continued by `ev
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import os
 import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fer_core.config import Config
 from fer_core.io import read_json, write_json
 
-log = logging.getLogger(__name__)
 
 DATA_VERSION_FILE = "data_version.json"
 TRUTH_FILE = "synth_truth.csv"
 
 
-class ValidationFailed(RuntimeError):
-    """The dataset failed a critical check; the message names each failed check."""
+@contextlib.contextmanager
+def _mlflow_run(run_id: str, tracking_uri: str | None) -> Iterator[Any]:
+    """An MlflowClient on the tracking URI for one step's share of a pipeline run; any error marks the
+    run FAILED (the run spans train, evaluate and register, each possibly in its own process)."""
+    from mlflow import MlflowClient
+
+    from fer_core import tracking
+
+    uri = tracking.configure(tracking_uri)
+    client = MlflowClient(uri, uri)
+    try:
+        yield client
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """evaluate_run's report as flat scalars (`<split>_accuracy`, `<split>_recall_<class>`,
+    `noisy_label_auroc`): what MLflow and the KFP Metrics artifact both record."""
+    split = metrics["split"]
+    scalars = {f"{split}_{key}": float(metrics[key]) for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece")
+               if metrics.get(key) is not None}
+    scalars.update({f"{split}_recall_{name}": float(value)
+                    for name, value in metrics["per_class_recall"].items() if value is not None})
+    auroc = (metrics.get("noise") or {}).get("auroc")
+    if auroc is not None:
+        scalars["noisy_label_auroc"] = float(auroc)
+    return scalars
 
 
 # ------------------------------------------------------------------------------------------- ingest
@@ -69,42 +95,36 @@ def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: s
 
 def validate_step(data_dir: str | Path, report_dir: str | Path, config: Config, *, image_workers: int = 2):
     """Great Expectations suite on DATA; report.json + report.html in REPORT_DIR. Returns the result
-    (check `.success`); `raise_on_failure` is the caller's choice so the report is always written."""
+    without raising, so the report is always written; `fer_core.validation.report.failure_summary`
+    names the failed checks."""
     from fer_core.validation import validate_dataset
 
     return validate_dataset(data_dir, config.validate, report_dir, image_workers=image_workers)
 
 
-def failure_message(result) -> str:
-    lines = [f"dataset invalid: {len(result.failures)} critical check(s) failed"]
-    for check in result.failures:
-        lines.append(f"  - {check.name}: {check.message}")
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------- class weights
 
-def class_weights_step(data_dir: str | Path, out_dir: str | Path, config: Config) -> dict[str, Any]:
-    """weights.json (scheme, counts, weights per class) and a bar plot, from the train split's counts."""
+def class_weights_step(data_dir: str | Path, out_file: str | Path, config: Config, *,
+                       plot: bool = True) -> dict[str, Any]:
+    """OUT_FILE (weights.json: scheme, counts and weight per class, as in RUN/weights.json) from the train
+    split's counts, and a bar plot beside it (same name, .png) unless `plot` is False."""
     from fer_core import labels
-    from fer_core.evaluation import plots
-    from fer_core.training.class_weights import compute_class_weights, train_counts
+    from fer_core.training.class_weights import compute_class_weights, train_counts, weights_report
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    counts = train_counts(Path(data_dir) / "manifest.csv", config.data.num_classes)
+    data_dir, out_file = Path(data_dir), Path(out_file)
+    info_path = data_dir / "dataset.json"
+    info = read_json(info_path) if info_path.is_file() else {}
+    names = list(info.get("class_names") or labels.class_names(config.data.num_classes))
+    counts = train_counts(data_dir / "manifest.csv", len(names))
     weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta, config.weights.max_weight)
-    names = labels.class_names(config.data.num_classes)
-    result = {
-        "scheme": config.weights.scheme,
-        "beta": config.weights.beta,
-        "max_weight": config.weights.max_weight,
-        "counts": dict(zip(names, counts)),
-        "weights": {name: float(w) for name, w in zip(names, weights)},
-    }
-    write_json(out / "weights.json", result)
-    plots.plot_per_class_bars(result["weights"], out / "class_weights.png", ylabel="weight",
-                              title=f"Class weights ({config.weights.scheme})")
+    result = weights_report(config.weights.scheme, config.weights.beta, config.weights.max_weight, names, counts,
+                            weights.tolist())
+    write_json(out_file, result)
+    if plot:
+        from fer_core.evaluation import plots
+
+        plots.plot_per_class_bars(result["weights"], out_file.with_suffix(".png"), ylabel="weight",
+                                  title=f"Class weights ({config.weights.scheme})")
     return result
 
 
@@ -124,11 +144,10 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
 
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     uri = tracking.configure(tracking_uri)
-    client = MlflowClient(uri, uri)
     experiment_id = tracking.ensure_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name or None, tags=dict(tags or {}))
-    run_id = run.info.run_id
-    try:
+    run_id = MlflowClient(uri, uri).create_run(experiment_id, run_name=run_name or None,
+                                               tags=dict(tags or {})).info.run_id
+    with _mlflow_run(run_id, uri):
         tracking.log_run_context(run_id)
         version_file = data_dir / DATA_VERSION_FILE
         version = read_json(version_file) if version_file.is_file() else {}
@@ -140,9 +159,6 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
         if weights_dir and Path(weights_dir).is_dir():
             tracking.log_artifacts_dir(run_id, weights_dir, "class_weights")
         result = train(config, data_dir, run_dir, callbacks=[tracking.MLflowCallback(run_id)])
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
     return result, run_id
 
 
@@ -156,29 +172,13 @@ def evaluate_step(run_dir: str | Path, data_dir: str | Path, config: Config, *, 
     run_dir = Path(run_dir)
     metrics = evaluate_run(run_dir, data_dir, split=config.evaluate.split, config=config)
     if run_id:
-        from mlflow import MlflowClient
-
         from fer_core import tracking
 
-        uri = tracking.configure(tracking_uri)
-        client = MlflowClient(uri, uri)
-        try:
-            split = metrics["split"]
-            scalars = {f"{split}_{key}": float(metrics[key]) for key in ("accuracy", "mean_class_accuracy",
-                                                                         "macro_f1", "ece")
-                       if metrics.get(key) is not None}
-            scalars.update({f"{split}_recall_{name}": float(value)
-                            for name, value in metrics["per_class_recall"].items() if value is not None})
-            noise = metrics.get("noise") or {}
-            if noise.get("auroc") is not None:
-                scalars["noisy_label_auroc"] = float(noise["auroc"])
-            for key, value in scalars.items():
+        with _mlflow_run(run_id, tracking_uri) as client:
+            for key, value in headline_metrics(metrics).items():
                 client.log_metric(run_id, key, value)
             client.log_artifact(run_id, metrics["metrics_path"], "evaluation")
             tracking.log_artifacts_dir(run_id, run_dir / "plots", "plots")
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
-            raise
     return metrics
 
 
@@ -188,8 +188,6 @@ def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_
                   model_name: str = "", floor: float | None = None) -> dict[str, Any]:
     """Log the model (pyfunc with signature + example) to the run, register it, apply the quality gate
     (alias candidate always; champion only when it beats the champion on the gate metric and the floor)."""
-    from mlflow import MlflowClient
-
     from fer_core import tracking
 
     run_dir = Path(run_dir)
@@ -198,16 +196,11 @@ def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_
     if metric not in meta.get("val_metrics", {}):
         raise ValueError(f"{run_dir}/meta.json has no validation metric {metric!r} for the quality gate")
     value = float(meta["val_metrics"][metric])
-    uri = tracking.configure(tracking_uri)
-    client = MlflowClient(uri, uri)
-    try:
+    with _mlflow_run(run_id, tracking_uri) as client:
         model_uri = tracking.log_fer_model(run_id, run_dir)
         decision = tracking.register_and_gate(model_uri, model_name or config.registry.model_name,
                                               metric_name=metric, metric_value=value,
                                               floor=config.registry.floor if floor is None else floor)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
     client.set_terminated(run_id, "FINISHED")
     out = asdict(decision)
     out.update(model_uri=model_uri, run_id=run_id, metric=metric, value=value)

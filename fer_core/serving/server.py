@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -51,13 +51,10 @@ class ServerSettings:
     def from_config(cls, serve: ServeConfig, home: Path | None = None, model_store: Path | None = None,
                     **overrides: Any) -> "ServerSettings":
         home = Path(home) if home else fer_home() / "torchserve"
+        # every setting named like a serve.* key comes from the config (one list: the dataclass fields)
+        from_serve = {f.name: getattr(serve, f.name) for f in fields(cls) if hasattr(serve, f.name)}
         settings = cls(home=home.resolve(), model_store=Path(model_store or fer_home() / "model_store").resolve(),
-                       address=serve.address, inference_port=serve.inference_port,
-                       management_port=serve.management_port, metrics_port=serve.metrics_port,
-                       grpc_inference_port=serve.grpc_inference_port,
-                       grpc_management_port=serve.grpc_management_port,
-                       workers=serve.workers, max_request_bytes=serve.max_request_bytes,
-                       token_expiration_min=serve.token_expiration_min)
+                       **from_serve)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
     @property

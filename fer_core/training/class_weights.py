@@ -83,6 +83,15 @@ def compute_class_weights(counts: Sequence[int], scheme: str, beta: float = 0.99
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def weights_report(scheme: str, beta: float, max_weight: float | None, class_names: Sequence[str],
+                   counts: Sequence[int], weights: Sequence[float]) -> dict:
+    """The weights.json every writer shares (the run folder, `fer data weights`, the pipeline step)."""
+    names = list(class_names)
+    return {"scheme": scheme, "beta": beta, "max_weight": max_weight, "class_names": names,
+            "counts": dict(zip(names, (int(n) for n in counts))),
+            "weights": dict(zip(names, (float(w) for w in weights)))}
+
+
 def train_counts(manifest_csv: str | os.PathLike, num_classes: int) -> list[int]:
     """Per-label counts of the rows with split == "train" in a prepared dataset's manifest.csv."""
     counts = [0] * num_classes

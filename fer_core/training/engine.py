@@ -45,7 +45,7 @@ from fer_core.training import distributed as D
 from fer_core.training.callbacks import CallbackList, TrainContext, TrainResult
 from fer_core.training.checkpoint import (CHECKPOINT_FORMAT, capture_rng, cpu_state_dict, load_torch, restore_rng,
                                           save_torch)
-from fer_core.training.class_weights import compute_class_weights, train_counts
+from fer_core.training.class_weights import compute_class_weights, train_counts, weights_report
 from fer_core.training.losses import WeightedAddUpLoss
 from fer_core.training.step import training_step
 
@@ -321,11 +321,9 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
-        write_json(run_dir / "weights.json", {
-            "scheme": config.weights.scheme, "beta": config.weights.beta, "max_weight": config.weights.max_weight,
-            "class_names": class_names, "counts": dict(zip(class_names, counts)),
-            "weights": dict(zip(class_names, class_weights.tolist())),
-        })
+        write_json(run_dir / "weights.json", weights_report(
+            config.weights.scheme, config.weights.beta, config.weights.max_weight, class_names, counts,
+            class_weights.tolist()))
         callbacks.on_train_start(TrainContext(
             config=config.to_dict(), run_dir=run_dir, data_dir=data_dir, class_names=list(class_names),
             train_counts=counts, class_weights=class_weights.tolist(), num_train=len(train_set),

@@ -81,3 +81,18 @@ with Great Expectations {_cell(report.get('great_expectations', {}).get('version
 <h2>Config</h2><pre>{_cell(json.dumps(report.get('config', {}), indent=2))}</pre>
 </body></html>
 """
+
+
+def failure_summary(report_dir: str | Path) -> str:
+    """The failed critical checks of a validation report folder (report.json), one per line."""
+    report_path = Path(report_dir) / "report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    failed = [check for check in report.get("checks", [])
+              if not check.get("success") and check.get("severity") == "critical"]
+    lines = [f"dataset {report.get('data_dir', '')} is invalid: {len(failed)} critical check(s) failed "
+             f"(report: {report_path})"]
+    for check in failed:
+        examples = check.get("examples") or []
+        shown = f" e.g. {examples[:3]}" if examples else ""
+        lines.append(f"  - {check.get('name')}: {check.get('message')}{shown}")
+    return "\n".join(lines)
