@@ -59,8 +59,7 @@ def run_demo(config: Config, *, scale: float | None = None) -> None:
     home = fer_home()
     repo = home / "data-repo"
     _step(f"1/4 synthetic RAF-DB-shaped dataset (scale {config.synth.scale}), versioned with DVC in {repo}")
-    _own_git_repo(repo)
-    init_repo(repo, remote_url=str(home / "dvc-remote"))
+    init_repo(repo, remote_url=str(home / "dvc-remote"), standalone=True)
     summary = synthesize(repo / "rafdb", config.synth, progress=True)
     click.echo(f"rendered {summary.get('num_images', '?')} images in {summary.get('render_seconds', 0):.0f} s")
     version = add_and_push(repo, repo / "rafdb", message=f"synthetic RAF-DB (scale {config.synth.scale}, "
@@ -105,24 +104,6 @@ def run_demo(config: Config, *, scale: float | None = None) -> None:
     click.echo(f"artifacts:   {result['pipeline_root']}")
 
 
-def _own_git_repo(repo: Path) -> None:
-    """The data repo is its own git repo (never a sub-folder of the project's checkout, where FER_HOME
-    lives by default), with a committer identity when the machine has none."""
-    import subprocess
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
-
-    repo.mkdir(parents=True, exist_ok=True)
-    if not (repo / ".git").exists():
-        result = git("init", "--quiet")
-        if result.returncode:
-            raise click.ClickException(f"git init {repo} failed: {result.stderr.strip()}")
-    if not git("config", "user.email").stdout.strip():
-        git("config", "user.email", "fer-demo@localhost")
-        git("config", "user.name", "fer demo")
-
-
 def _ensure_champion_served(config: Config, settings, result: dict) -> None:
     """The pipeline deploys a *new* champion; when this run did not beat the champion (a rerun), make
     sure the existing champion is what TorchServe serves."""
@@ -146,15 +127,14 @@ def _ensure_champion_served(config: Config, settings, result: dict) -> None:
 
 
 def _label_of(raf_root: Path, image: Path) -> str:
-    """The image's label in the dataset's own list (RAF-DB codes 1..7)."""
+    """The image's label in the dataset's own list."""
     from fer_core import labels
+    from fer_core.data.synth import parse_label_list
 
+    list_file = raf_root / "EmoLabel" / "list_patition_label.txt"
     name = image.name.replace("_aligned", "")
-    for line in (raf_root / "EmoLabel" / "list_patition_label.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == name:
-            return labels.RAFDB_CODES.get(int(parts[1]), "unknown")
-    return "unknown"
+    codes = {row.name: row.code for row in parse_label_list(list_file.read_text(encoding="utf-8"), str(list_file))}
+    return labels.RAFDB_CODES.get(codes.get(name, 0), "unknown")
 
 
 def _a_test_image(raf_root: Path) -> Path:

@@ -40,20 +40,21 @@ def data_options(func):
     return func
 
 
-def _data_arguments(source, dvc_repo, dvc_rev, dvc_path) -> dict:
+def _data_arguments(source, dvc_repo, dvc_rev, dvc_path, *, local: bool) -> dict:
+    """The dataset parameters; a local run without any falls back to the demo's data repo."""
     from fer_core.home import fer_home
 
     if dvc_repo:
         if not dvc_path:
             raise click.UsageError("--dvc-repo needs --dvc-path (the dataset's folder inside the repo)")
         return {"dvc_repo": dvc_repo, "dvc_rev": dvc_rev or "", "dvc_path": dvc_path, "source": ""}
-    if not source:
-        demo = fer_home() / "data" / "synth-rafdb"
-        if not (demo / "EmoLabel").is_dir():
-            raise click.UsageError("no --source: give a dataset (folder, s3:// or --dvc-repo/--dvc-path), "
-                                   "or run `fer demo` once to make the synthetic one")
-        source = str(demo)
-    return {"source": source}
+    if source:
+        return {"source": source}
+    demo_repo = fer_home() / "data-repo"
+    if local and (demo_repo / "rafdb.dvc").is_file():
+        return {"dvc_repo": str(demo_repo), "dvc_rev": "", "dvc_path": "rafdb", "source": ""}
+    raise click.UsageError("give the dataset: --source DIR|s3://bucket/prefix or --dvc-repo REPO --dvc-path PATH "
+                           "[--dvc-rev REV]" + (" (or run `fer demo` once for the synthetic one)" if local else ""))
 
 
 @pipeline.command()
@@ -67,7 +68,8 @@ def _data_arguments(source, dvc_repo, dvc_rev, dvc_path) -> dict:
 def run(source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, model_store,
         use_torchserve, pipeline_root, config) -> None:
     """Run the whole pipeline on the local Kubeflow runner (embedded defaults)."""
-    summary = run_local_pipeline(config, _data_arguments(source, dvc_repo, dvc_rev, dvc_path), data_format=data_format,
+    summary = run_local_pipeline(config, _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=True),
+                                 data_format=data_format,
                                  experiment=experiment, model_name=model_name, floor=floor, deploy=deploy,
                                  model_store=model_store, use_torchserve=use_torchserve, pipeline_root=pipeline_root)
     click.echo(json.dumps(summary, indent=2))
@@ -135,9 +137,7 @@ def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, m
     """
     from pipelines.runner import pipeline_arguments, submit as submit_run
 
-    if not (source or dvc_repo):
-        raise click.UsageError("give the dataset: --source s3://... or --dvc-repo URL --dvc-path PATH [--dvc-rev REV]")
-    data = {"dvc_repo": dvc_repo, "dvc_rev": dvc_rev or "", "dvc_path": dvc_path or ""} if dvc_repo else {"source": source}
+    data = _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=False)
     arguments = pipeline_arguments(config, data_format=data_format, experiment=experiment, model_name=model_name,
                                    gate_floor=floor, deploy_model=deploy, **data)
     try:

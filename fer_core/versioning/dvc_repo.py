@@ -64,18 +64,29 @@ def _remote_config(remote_url: str, endpoint_url: str | None) -> dict[str, str]:
 
 
 def init_repo(path: str | Path, *, remote_url: str | None = None, remote_name: str = DEFAULT_REMOTE,
-              endpoint_url: str | None = None) -> Path:
+              endpoint_url: str | None = None, standalone: bool = False) -> Path:
     """git init (when needed) + dvc init (when needed) + `remote_name` as the default remote; returns the
-    repo folder. Commits the DVC scaffolding so the repo is clean afterwards."""
+    repo folder. Commits the DVC scaffolding so the repo is clean afterwards.
+
+    By default a folder inside another git work tree becomes a DVC sub-project of that repo (a
+    monorepo). `standalone=True` makes PATH its own git repo instead (e.g. a data repo under
+    $FER_HOME, which lives inside the project's checkout), with a committer identity of its own when
+    the machine has none configured."""
     from dvc.repo import Repo
 
     repo_dir = Path(path).resolve()
     repo_dir.mkdir(parents=True, exist_ok=True)
+    if standalone and not (repo_dir / ".git").exists():
+        _git(repo_dir, "init", "--quiet")
     try:
         top = Path(_git(repo_dir, "rev-parse", "--show-toplevel")).resolve()
     except VersioningError:  # not inside a git work tree yet
         _git(repo_dir, "init", "--quiet")
         top = repo_dir
+    if standalone and not subprocess.run(["git", "-C", str(repo_dir), "config", "user.email"],
+                                         capture_output=True, text=True, check=False).stdout.strip():
+        _git(repo_dir, "config", "user.email", "fer@localhost")
+        _git(repo_dir, "config", "user.name", "fer")
     if (repo_dir / ".dvc").is_dir():
         repo = Repo(str(repo_dir))
     else:  # a DVC project may live in a sub-folder of a git repo (a monorepo)

@@ -96,3 +96,15 @@ def test_init_repo_is_idempotent_and_commits_only_its_own_files(git_repo, tmp_pa
     assert git(git_repo, "log", "--format=%s").splitlines() == [f"DVC: init, remote storage -> {tmp_path / 'remote'}"]
     assert "notes.txt" not in git(git_repo, "show", "--name-only", "--format=", "HEAD")
     assert git(git_repo, "status", "--porcelain") == "A  notes.txt"  # still staged, not committed
+
+
+def test_standalone_repo_inside_another_work_tree_is_its_own(git_repo, fer_home):
+    inner = git_repo / "home" / "data-repo"
+    init_repo(inner, standalone=True)
+    assert (inner / ".git").is_dir()
+    assert git(inner, "rev-parse", "--show-toplevel") == str(inner.resolve())
+    assert git(inner, "config", "user.email")  # commits work even on a machine without an identity
+    write_dataset(inner / "prepared", 1)
+    version = add_and_push(inner, inner / "prepared", message="v1")
+    assert git(inner, "rev-parse", "HEAD") == version.rev
+    assert git(git_repo, "ls-files", "--", "home") == ""  # nothing of it went into the outer repo
