@@ -49,3 +49,14 @@ def s3_env(s3_server, monkeypatch):
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     return s3_server
+
+
+def one_torch_thread():
+    """Two cores are shared by every engineer's tests: one torch thread each keeps them polite and fast.
+    Model and training tests use it as an autouse fixture (their conftest.py)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

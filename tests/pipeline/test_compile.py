@@ -38,11 +38,17 @@ def test_every_step_is_in_the_package_in_dependency_order(tmp_path):
         assert task["cachingOptions"].get("enableCache", False) is CACHING[name], name
         if name in RETRIES:
             assert task["retryPolicy"]["maxRetryCount"] == RETRIES[name]
-    # train consumes what ingest, validate and class-weights produced
-    artifacts = tasks["train"]["inputs"]["artifacts"]
-    producers = {spec.get("taskOutputArtifact", {}).get("producerTask")
-                 or spec.get("componentInputArtifact") for spec in artifacts.values()}
-    assert producers, artifacts
+    # train consumes what ingest, validate and class-weights produced (the first two reach it through
+    # its condition's inputs), and evaluate/register consume train's model
+    def sources(task):
+        return {name: spec.get("componentInputArtifact") or spec["taskOutputArtifact"]["producerTask"]
+                for name, spec in task["inputs"]["artifacts"].items()}
+
+    assert sources(tasks["train"]) == {"dataset": "pipelinechannel--ingest-dataset",
+                                       "validation_report": "pipelinechannel--validate-report_json",
+                                       "weights": "class-weights"}
+    assert sources(tasks["evaluate"])["model"] == "train" and sources(tasks["register"]) == {"model": "train"}
+    assert sources(tasks["validate"]) == {"dataset": "ingest"}
     params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
     for name in ("source", "data_format", "dvc_repo", "dvc_rev", "dvc_path", "config", "mlflow_tracking_uri",
                  "model_name", "gate_floor", "deploy_model"):

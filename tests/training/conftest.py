@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fer_core.config import Config
 from fer_core.labels import CLASS_NAMES_7
+from tests.conftest import one_torch_thread
 
 COLUMNS = ["path", "label", "label_name", "split", "source_id", "sha256", "width", "height"]
 
@@ -84,13 +84,7 @@ def tiny_config(**overrides) -> Config:
     return Config().override(base)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores are shared by every engineer's tests: one thread each keeps them polite and fast."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+one_thread = pytest.fixture(autouse=True)(one_torch_thread)
 
 
 @pytest.fixture(scope="session")
