@@ -22,22 +22,26 @@ def data() -> None:
               help="Real noisy-label protocol file for the train rows (about 10/20/30 % flipped). [synth.noise]")
 @click.option("--noise-rate", type=float, default=None,
               help="Or flip this share of train labels at random. [synth.noise_rate]")
+@click.option("--noise-kind", type=click.Choice(["uniform", "confusable"]), default=None,
+              help="Flips at --noise-rate go to any other class (uniform) or to the class's confusable "
+                   "partner, e.g. fear->surprise (confusable: class-dependent noise). [synth.noise_kind]")
 @click.option("--workers", type=int, default=None,
               help="Render processes (default: one per core); the output does not depend on it.")
 @click.option("--list", "list_file", type=click.Path(dir_okay=False), default=None,
               help="Another <name> <code> list in RAF-DB's format (default: the real RAF-DB list).")
 @config_options
-def synth(out_dir, scale, image_size, seed, noise, noise_rate, workers, list_file, config) -> None:
+def synth(out_dir, scale, image_size, seed, noise, noise_rate, noise_kind, workers, list_file, config) -> None:
     """Render synthetic faces in RAF-DB basic's own layout (names, splits, labels of the real list).
 
     Writes OUT/EmoLabel/list_patition_label.txt, OUT/Image/aligned/<stem>_aligned.jpg and
-    OUT/synth_truth.csv (clean label, flipped, intensity per image). Flags override the config's
+    OUT/synth_truth.csv (clean label, flipped, intensity and cue partner per image). Flags override the config's
     synth section; a noise flag given alone clears the other kind of noise.
     """
     from fer_core.data.synth import SynthError, synthesize
 
     overrides: dict = {}
-    for key, value in (("scale", scale), ("image_size", image_size), ("seed", seed), ("noise_rate", noise_rate)):
+    for key, value in (("scale", scale), ("image_size", image_size), ("seed", seed), ("noise_rate", noise_rate),
+                       ("noise_kind", noise_kind)):
         if value is not None:
             overrides[f"synth.{key}"] = value
     if noise is not None:
@@ -71,10 +75,11 @@ def ingest(fmt, source, out_dir, config) -> None:
     from fer_core.config import ConfigError
     from fer_core.data.ingest import ingest as run_ingest
     from fer_core.data.sources import SourceError
+    from fer_core.io import OutputError
 
     try:
         summary = run_ingest(fmt, source, out_dir, config.data, progress=True)
-    except (SourceError, ConfigError) as exc:
+    except (SourceError, ConfigError, OutputError) as exc:
         fail(str(exc), code=2)
         return
     names = summary["class_names"]

@@ -36,6 +36,7 @@ class SynthConfig:
     seed: int = 0
     noise: str = ""                  # "", "noise01", "noise02", "noise03" (real protocol files)
     noise_rate: float = 0.0          # or a random flip rate (used when noise is "")
+    noise_kind: str = "uniform"      # flips at noise_rate: uniform (any other class) | confusable (its partner)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class ModelConfig:
     pretrained: str = ""             # local path or URI of backbone weights; "" = random init
     pretrained_key_map: str = ""     # "torchvision" or "" (identity)
     head_pool: int = 7               # uncertainty heads pool the final map to PxP (7 = RUL; 1 = global)
+    stem: str = "imagenet"           # imagenet (7x7/2 + maxpool, 224 px) | small (3x3/2, 48-64 px) | tiny (3x3/1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class TrainConfig:
     deterministic: bool = True
     workers: int = 2                 # DataLoader workers
     early_stopping_patience: int = 10
+    mixing_warmup_epochs: int = 0    # epochs of the weighted loss on mu before mixing starts (0 = METHOD.md)
     hflip: bool = True
     erasing_scale_min: float = 0.02
     erasing_scale_max: float = 0.25
@@ -101,7 +104,10 @@ class EvaluateConfig:
 class RegistryConfig:
     model_name: str = "fer-cbam-resnet"
     gate_metric: str = "val_mean_class_accuracy"
-    floor: float = 0.0               # the champion must at least meet this
+    # the champion must at least meet this: 0.5 val mean class accuracy is 3.5x chance (1/7) and far
+    # below what a working model reaches (RAF-DB ~0.80, the synthetic CPU demo ~0.85), so a model that
+    # did not learn is never served, while a weaker-than-usual but working one still is
+    floor: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,71 @@ class Config:
 
 class ConfigError(ValueError):
     pass
+
+
+_PORT = (1, 65535)
+# Every setting's allowed values: (low, high) inclusive for numbers (None = unbounded), or a tuple of
+# choices for strings. A key missing here has no constraint beyond its type (paths, names).
+RANGES: dict[str, tuple[Any, ...]] = {
+    "data.image_size": (16, 1024), "data.val_fraction": (0.0, 0.9), "data.split_seed": (0, None),
+    "data.num_classes": (7, 8), "data.workers": (0, 256), "data.max_pixels": (1, 400_000_000),
+    "data.image_format": ("auto", "png", "jpeg"), "data.png_compress_level": (0, 9),
+    "synth.scale": (1e-6, 1.0), "synth.image_size": (16, 1024), "synth.seed": (0, None),
+    "synth.noise": ("", "noise01", "noise02", "noise03"), "synth.noise_rate": (0.0, 0.99),
+    "synth.noise_kind": ("uniform", "confusable"),
+    "validate.max_rejected_share": (0.0, 1.0), "validate.min_image_side": (1, 100_000),
+    "validate.max_image_side": (1, 100_000), "validate.imbalance_warn_ratio": (1.0, None),
+    "validate.tiny_class_warn": (0, None),
+    "weights.scheme": ("inverse", "sqrt_inverse", "effective_number", "none"), "weights.beta": (0.0, 0.999999),
+    "weights.max_weight": (1.0, None),
+    "model.arch": ("resnet18", "resnet50"), "model.cbam_reduction": (1, 1024), "model.feature_dim": (1, 4096),
+    "model.dropout": (0.0, 0.95), "model.pretrained_key_map": ("", "torchvision"), "model.head_pool": (1, 14),
+    "model.stem": ("imagenet", "small", "tiny"),
+    "train.epochs": (1, 10_000), "train.batch_size": (2, 65_536), "train.image_size": (16, 1024),
+    "train.lr": (0.0, 10.0), "train.lr_fc": (0.0, 10.0),  # 0 freezes the weights (BN statistics still move) "train.weight_decay": (0.0, 1.0),
+    "train.lr_gamma": (0.01, 1.0), "train.seed": (0, None), "train.workers": (0, 256),
+    "train.early_stopping_patience": (0, 10_000), "train.erasing_scale_min": (0.0, 1.0),
+    "train.erasing_scale_max": (0.0, 1.0), "train.noise_std": (0.0, 10.0), "train.max_steps_per_epoch": (0, None),
+    "train.device": ("auto", "cpu", "cuda"), "train.checkpoint_every_steps": (0, None),
+    "train.cache_images_mb": (0, 1_048_576), "train.mixing_warmup_epochs": (0, 10_000),
+    "evaluate.split": ("train", "val", "test"), "evaluate.ece_bins": (2, 1000), "evaluate.batch_size": (1, 65_536),
+    "registry.floor": (0.0, 1.0),
+    "registry.gate_metric": ("val_mean_class_accuracy", "val_accuracy", "val_macro_f1"),
+    "serve.inference_port": _PORT, "serve.management_port": _PORT, "serve.metrics_port": _PORT,
+    "serve.grpc_inference_port": _PORT, "serve.grpc_management_port": _PORT, "serve.batch_size": (1, 1024),
+    "serve.max_batch_delay_ms": (0, 60_000), "serve.workers": (1, 64), "serve.max_image_pixels": (1, 400_000_000),
+    "serve.max_request_bytes": (1, 1 << 30), "serve.token_expiration_min": (1, 525_600),
+    "serve.torch_threads": (0, 256),
+}
+
+
+def check_ranges(config: "Config") -> None:
+    """Every setting within `RANGES`, and the few rules that tie two settings; ConfigError names the key,
+    the value and what is allowed."""
+    for key, value in config.flat().items():
+        allowed = RANGES.get(key)
+        if allowed is None or value is None:
+            continue
+        if isinstance(value, str):
+            if value not in allowed:
+                raise ConfigError(f"config key {key}: {value!r} is not one of "
+                                  f"{', '.join(repr(choice) for choice in allowed)}")
+            continue
+        low, high = allowed
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+            raise ConfigError(f"config key {key}: {value!r} is out of range; it must be {bounds}")
+    if config.train.erasing_scale_min > config.train.erasing_scale_max:
+        raise ConfigError(f"config keys train.erasing_scale_min ({config.train.erasing_scale_min}) and "
+                          f"train.erasing_scale_max ({config.train.erasing_scale_max}): min must not exceed max")
+    if config.validate.min_image_side > config.validate.max_image_side:
+        raise ConfigError("config keys validate.min_image_side and validate.max_image_side: min must not exceed max")
+    ports = [(key, value) for key, value in config.flat().items() if key.startswith("serve.") and key.endswith("_port")]
+    seen: dict[int, str] = {}
+    for key, value in ports:
+        if value in seen:
+            raise ConfigError(f"config keys {seen[value]} and {key} both use port {value}; each needs its own")
+        seen[value] = key
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -219,7 +290,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
                 raise ConfigError(f"unknown config key {section}.{key}; known: {', '.join(known)}")
             kwargs[key] = _coerce(value, field_hints[key], f"{section}.{key}")
         sections[section] = cls(**kwargs)
-    return Config(**sections)
+    config = Config(**sections)
+    check_ranges(config)
+    return config
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict | None = None) -> Config:
@@ -233,6 +306,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
                 raw = yaml.safe_load(handle) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except (UnicodeDecodeError, IsADirectoryError) as exc:
+            raise ConfigError(f"config file {path} is not a UTF-8 text YAML file ({exc.__class__.__name__})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):

@@ -1,4 +1,6 @@
-"""Atomic writes: a killed run never leaves a half-written file or folder behind."""
+"""Atomic writes: a killed run never leaves a half-written file or folder behind; and outputs that are
+replaced only when this project made them (`check_output_dir`): a step writes only inside its own
+output, and never deletes what a user put there."""
 
 from __future__ import annotations
 
@@ -25,14 +27,64 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
+PRODUCER_KEY = "producer"  # in an output's marker file: which command wrote the folder
+
+
+class OutputError(ValueError):
+    """An output folder this command may not write (someone else's data, or overlapping its source)."""
+
+
+def _producer_of(folder: Path, marker: str) -> str | None:
+    try:
+        recorded = read_json(folder / marker)
+    except (OSError, ValueError):
+        return None
+    return recorded.get(PRODUCER_KEY) if isinstance(recorded, dict) else None
+
+
+def check_output_dir(out: str | os.PathLike, *, producer: str, marker: str,
+                     sources: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse an output folder that this command may not replace; returns it resolved.
+
+    Allowed: a folder that does not exist, an empty one, or one whose `marker` file records `producer`
+    (an earlier output of the same command). Refused, before anything is read or written: a non-empty
+    folder with anything else in it, and an output equal to, inside or around one of `sources` (local
+    paths; `s3://...` sources are skipped).
+    """
+    out = Path(out).resolve()
+    for source in sources:
+        text = str(source)
+        if not text or "://" in text:
+            continue
+        src = Path(text).resolve()
+        if out == src or src in out.parents:
+            raise OutputError(f"output {out} is inside the source {src}: writing it would change the "
+                              "source; choose an output folder outside the source")
+        if out in src.parents:
+            raise OutputError(f"the source {src} is inside the output {out}: replacing the output would "
+                              "delete the source; choose an output folder that does not contain it")
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"output {out} exists and is not a folder; nothing was changed")
+        if any(out.iterdir()) and _producer_of(out, marker) != producer:
+            raise OutputError(f"output {out} is not empty and was not made by `{producer}` (no {marker} "
+                              f"written by it); nothing was changed. Choose a new or empty folder.")
+    return out
+
+
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, *, producer: str | None = None, marker: str | None = None
+               ) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `final` in one rename.
 
     On an exception (or a kill) `final` is untouched and the temporary folder is removed (or, after a
-    kill, left as `.<name>.tmp-*` beside it, which the next run clears).
+    kill, left as `.<name>.tmp-*` beside it, which the next run clears). With `producer` and `marker`,
+    an existing `final` is replaced only when `check_output_dir` allows it (checked again just before
+    the rename, in case the folder changed meanwhile).
     """
     final = Path(final).resolve()
+    if producer and marker:
+        check_output_dir(final, producer=producer, marker=marker)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -44,6 +96,12 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
+    if producer and marker:
+        try:
+            check_output_dir(final, producer=producer, marker=marker)
+        except OutputError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"
         os.replace(final, old)
@@ -52,10 +110,28 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+TEMP_INFIX = ".tmp-"  # atomic_write_bytes's temporary files: .<name>.tmp-XXXX beside the target
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete `.<name>.tmp-*` files that a killed `atomic_write_bytes(path)` left beside `path`.
+
+    Only for a writer that knows it is the one process writing `path` (a training run on resume);
+    returns what it removed.
+    """
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f".{path.name}{TEMP_INFIX}*"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_INFIX}", dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:

@@ -79,6 +79,12 @@ class ReadResult:
         return len(self.samples) + len(self.rejections)
 
 
+def leaves_root(relative: str) -> bool:
+    """True for a listed path that could point outside the dataset root: absolute, or with a `..`."""
+    parts = relative.replace("\\", "/").split("/")
+    return relative.startswith(("/", "\\")) or Path(relative).is_absolute() or ".." in parts
+
+
 def _require_file(root: Path, relative: str, what: str) -> Path:
     path = root / relative
     if not path.is_file():
@@ -161,6 +167,10 @@ def read_rafdb(root: Path, num_classes: int) -> ReadResult:
             if code not in labels.RAFDB_CODES:
                 result.reject(source, line_no, f"label {code} of {name} out of range (RAF-DB codes are 1..7)")
                 continue
+            if leaves_root(name) or "/" in name or "\\" in name:
+                result.reject(source, line_no, f"image name {name!r} is a path; RAF-DB lists plain file names "
+                                               "inside Image/ (a path could leave the dataset)")
+                continue
             split = "train" if name.startswith("train_") else "test" if name.startswith("test_") else None
             if split is None:
                 result.reject(source, line_no, f"image name {name!r} starts with neither train_ nor test_")
@@ -225,7 +235,7 @@ def read_affectnet(root: Path, num_classes: int) -> ReadResult:
             if not relative:
                 result.reject(file_name, line_no, "subDirectory_filePath is empty")
                 continue
-            if Path(relative).is_absolute() or ".." in Path(relative).parts:
+            if leaves_root(relative):
                 result.reject(file_name, line_no, f"subDirectory_filePath {relative!r} points outside the dataset")
                 continue
             box = _affectnet_box(values)

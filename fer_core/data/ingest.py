@@ -37,11 +37,13 @@ from tqdm import tqdm
 
 from fer_core import labels
 from fer_core.config import ConfigError, DataConfig
-from fer_core.data.formats import ERROR, SPLITS, FER2013_SIDE, Rejection, Sample, read_dataset
+from fer_core.data.formats import ERROR, SPLITS, FER2013_SIDE, Rejection, Sample, leaves_root, read_dataset
 from fer_core.data.images import Decoded, ImageDecodeError, decode
 from fer_core.data.sources import open_source
-from fer_core.io import atomic_dir, atomic_write_text, write_json
+from fer_core.io import PRODUCER_KEY, atomic_dir, atomic_write_text, check_output_dir, write_json
 
+PRODUCER = "fer data ingest"
+MARKER = "dataset.json"  # records PRODUCER: an existing output is replaced only when ingest made it
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_name", "split", "source_id", "sha256", "width", "height")
 REJECTED_COLUMNS: tuple[str, ...] = ("source", "row", "kind", "reason")
 IMAGE_FORMATS: dict[str, tuple[str, str]] = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg")}
@@ -108,6 +110,8 @@ def load_sample(sample: Sample, root: str | os.PathLike, max_pixels: int,
         except ImageDecodeError as exc:
             raise ImageDecodeError(f"{sample.image_ref or 'pixels'}: {exc}") from None
     for relative in sample.images:
+        if leaves_root(relative):  # every reader refuses these; this guard holds for any future one
+            raise ImageDecodeError(f"{relative}: the path leaves the dataset root; not read")
         try:
             with open(os.path.join(root, relative), "rb") as handle:
                 data = handle.read()
@@ -380,13 +384,14 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
     """
     _check_config(config)
     config = replace(config, image_format=storage_format(fmt, config.image_format))
-    out = Path(out_dir).resolve()
+    # before anything is read: never replace a folder we did not make, never write into the source
+    out = check_output_dir(out_dir, producer=PRODUCER, marker=MARKER, sources=(source,))
     names = labels.class_names(config.num_classes)
     with open_source(source, out) as root:
         read = read_dataset(fmt, root, config.num_classes)
         jobs, duplicates = _plan(read.samples, config.num_classes, config.image_format)
         rejections = list(read.rejections) + duplicates
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, producer=PRODUCER, marker=MARKER) as tmp:
             for folder in sorted({job.path.rpartition("/")[0] for job in jobs}):
                 (tmp / folder).mkdir(parents=True, exist_ok=True)
             rows: list[dict[str, Any]] = []
@@ -412,7 +417,7 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
                 counts[row["split"]][row["label_name"]] += 1
             kinds = Counter(rejection.kind for rejection in rejections)
             summary = {
-                "format": fmt.lower(), "source": str(source), "num_classes": config.num_classes,
+                PRODUCER_KEY: PRODUCER, "format": fmt.lower(), "source": str(source), "num_classes": config.num_classes,
                 "class_names": list(names), "image_size": config.image_size,
                 "image_format": config.image_format, "counts": counts, "num_inputs": read.num_inputs,
                 "num_images": len(rows), "num_rejected": len(rejections), "num_errors": kinds[ERROR],
