@@ -6,8 +6,9 @@ users take, and the class imbalance, split sizes and noisy-label protocol are RA
     OUT/EmoLabel/list_patition_label.txt   <name> <code 1..7>, labels as given (noisy if noise chosen)
     OUT/Image/aligned/<stem>_aligned.jpg   size x size RGB JPEG faces (fer_core.data.synth_render)
     OUT/synth_truth.csv                    name,split,label,clean_label,flipped,intensity,label_name,
-                                           clean_label_name   (label/clean_label are RAF-DB codes 1..7,
-                                           the *_name columns canonical names; flipped is 0/1)
+                                           clean_label_name,cue_partner   (label/clean_label are RAF-DB
+                                           codes 1..7, the *_name columns canonical names; flipped is
+                                           0/1; cue_partner the class a weak face borrows cues from)
     OUT/synth.json                         the synth config and counts (how it was made)
 
 Each image depends only on (seed, its row index in the full list), so a scaled set holds the very same
@@ -31,14 +32,20 @@ from typing import Iterable
 import numpy as np
 
 from fer_core.config import SynthConfig
-from fer_core.io import atomic_dir, atomic_write_text, write_json
+from fer_core.io import PRODUCER_KEY, OutputError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from fer_core.labels import RAFDB_CODES
 
 LIST_NAME = "list_patition_label.txt"
 NOISE_PROTOCOLS: tuple[str, ...] = ("noise01", "noise02", "noise03")
 TRUTH_COLUMNS: tuple[str, ...] = ("name", "split", "label", "clean_label", "flipped", "intensity",
-                                  "label_name", "clean_label_name")
-MARKER = "synth.json"  # marks a folder as ours, so an existing one may be replaced
+                                  "label_name", "clean_label_name", "cue_partner")
+NOISE_KINDS: tuple[str, ...] = ("uniform", "confusable")
+# Class-dependent noise (synth.noise_kind=confusable): a flipped label becomes the class a person most
+# often confuses it with (the same pairs whose cues the renderer shares).
+FLIP_PARTNER: dict[str, str] = {"neutral": "sad", "happy": "neutral", "sad": "neutral", "surprise": "fear",
+                                "fear": "surprise", "disgust": "anger", "anger": "disgust"}
+MARKER = "synth.json"  # marks a folder as ours (its "producer"), so an existing one may be replaced
+PRODUCER = "fer data synth"
 _CHUNK = 64
 # Independent random streams per row (the row index is the other part of the seed).
 _STREAM_INTENSITY, _STREAM_RENDER = 0, 1
@@ -69,6 +76,7 @@ class Sample:
     clean_code: int
     code: int
     intensity: float
+    partner: str = "neutral"   # the class whose cues a weak face borrows
 
     @property
     def flipped(self) -> bool:
@@ -155,13 +163,16 @@ def stratified_subset(rows: list[ListRow], scale: float, seed: int) -> list[List
     return sorted(keep, key=lambda row: row.index)
 
 
-def noisy_codes(rows: list[ListRow], noise: str, noise_rate: float, seed: int) -> list[int]:
+def noisy_codes(rows: list[ListRow], noise: str, noise_rate: float, seed: int, kind: str = "uniform") -> list[int]:
     """The published label of each row: clean, from a protocol file, or flipped at `noise_rate`.
 
     A protocol replaces train labels by the file's (rows absent from the file stay clean). A rate flips
-    round(rate * #train) train rows, chosen by the seed, each to a uniformly drawn other class. Test
-    rows are never touched: evaluation needs clean labels.
+    round(rate * #train) train rows, chosen by the seed, each to a uniformly drawn other class
+    (kind "uniform") or to its confusable partner `FLIP_PARTNER` (kind "confusable", class-dependent
+    noise). Test rows are never touched: evaluation needs clean labels.
     """
+    if kind not in NOISE_KINDS:
+        raise SynthError(f"synth.noise_kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
     codes = [row.code for row in rows]
     if noise and noise_rate:
         raise SynthError(f"choose one kind of label noise: synth.noise={noise!r} or "
@@ -180,35 +191,40 @@ def noisy_codes(rows: list[ListRow], noise: str, noise_rate: float, seed: int) -
     for position in sorted(rng.choice(len(train), size=flips, replace=False).tolist()):
         i = train[position]
         others = [code for code in all_codes if code != codes[i]]
-        codes[i] = others[int(rng.integers(len(others)))]
+        drawn = others[int(rng.integers(len(others)))]  # drawn for either kind: the same rows flip
+        codes[i] = _CODE_OF[FLIP_PARTNER[RAFDB_CODES[codes[i]]]] if kind == "confusable" else drawn
     return codes
+
+
+_CODE_OF = {name: code for code, name in RAFDB_CODES.items()}
 
 
 def plan_samples(config: SynthConfig, rows: list[ListRow] | None = None) -> list[Sample]:
     """Which images to render, with their clean and published labels and intensities (no pixels yet)."""
-    from fer_core.data.synth_render import sample_intensity
+    from fer_core.data.synth_render import sample_intensity, sample_partner
 
     if config.seed < 0:
         raise SynthError(f"synth.seed must be a non-negative integer, got {config.seed}")
     rows = rafdb_list() if rows is None else rows
     chosen = stratified_subset(rows, config.scale, config.seed)
-    published = noisy_codes(chosen, config.noise, config.noise_rate, config.seed)
+    published = noisy_codes(chosen, config.noise, config.noise_rate, config.seed, config.noise_kind)
     samples = []
     for row, code in zip(chosen, published):
         rng = np.random.default_rng([config.seed, row.index, _STREAM_INTENSITY])
         intensity = round(sample_intensity(rng, RAFDB_CODES[row.code]), 4)
-        samples.append(Sample(row.index, row.name, row.split, row.code, code, intensity))
+        partner = sample_partner(rng, RAFDB_CODES[row.code])
+        samples.append(Sample(row.index, row.name, row.split, row.code, code, intensity, partner))
     return samples
 
 
-def _render_chunk(job: tuple[str, int, int, list[tuple[int, str, str, float]]]) -> int:
+def _render_chunk(job: tuple[str, int, int, list[tuple[int, str, str, float, str]]]) -> int:
     """Worker: render and write one chunk of images; returns how many it wrote."""
     from fer_core.data.synth_render import render_jpeg
 
     folder, seed, size, items = job
-    for index, image_name, expression, intensity in items:
+    for index, image_name, expression, intensity, partner in items:
         rng = np.random.default_rng([seed, index, _STREAM_RENDER])
-        data = render_jpeg(expression, intensity, rng, size)
+        data = render_jpeg(expression, intensity, rng, size, partner)
         with open(os.path.join(folder, image_name), "wb") as handle:
             handle.write(data)
     return len(items)
@@ -229,7 +245,7 @@ def render_images(samples: list[Sample], folder: Path, *, seed: int, size: int, 
     if size < 16:
         raise SynthError(f"synth.image_size must be at least 16, got {size}")
     workers = _available_cores() if not workers else workers
-    items = [(s.index, s.image_name, RAFDB_CODES[s.clean_code], s.intensity) for s in samples]
+    items = [(s.index, s.image_name, RAFDB_CODES[s.clean_code], s.intensity, s.partner) for s in samples]
     jobs = [(str(folder), seed, size, items[i:i + _CHUNK]) for i in range(0, len(items), _CHUNK)]
     with tqdm(total=len(items), desc="synth faces", unit="img", disable=not progress) as bar:
         if workers <= 1 or len(jobs) <= 1:
@@ -249,24 +265,14 @@ def list_text(samples: Iterable[Sample]) -> str:
 
 
 def truth_csv(samples: Iterable[Sample]) -> str:
-    """The sidecar: clean label, whether it was flipped and the intensity, per image."""
+    """The sidecar: clean label, whether it was flipped, the intensity and the cue partner, per image."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(TRUTH_COLUMNS)
     for s in samples:
         writer.writerow([s.name, s.split, s.code, s.clean_code, int(s.flipped), f"{s.intensity:.4f}",
-                         RAFDB_CODES[s.code], RAFDB_CODES[s.clean_code]])
+                         RAFDB_CODES[s.code], RAFDB_CODES[s.clean_code], s.partner])
     return buffer.getvalue()
-
-
-def _check_target(out_dir: Path) -> None:
-    """Refuse to replace a folder that holds something other than an earlier synth output."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise SynthError(f"output {out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
-            raise SynthError(f"output {out_dir} is not empty and was not made by `fer data synth` "
-                             f"(no {MARKER}); choose a new or empty folder")
 
 
 def counts_by_split(samples: Iterable[Sample], clean: bool = False) -> dict[str, dict[str, int]]:
@@ -284,8 +290,11 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig, *, progress: boo
     `list_file`: another list in RAF-DB's format to take names/splits/labels from (default: the real
     RAF-DB list shipped with the package). `workers`: render processes (default: one per core).
     """
-    out_dir = Path(out_dir)
-    _check_target(out_dir)
+    try:
+        out_dir = check_output_dir(out_dir, producer=PRODUCER, marker=MARKER,
+                                   sources=(list_file,) if list_file is not None else ())
+    except OutputError as exc:
+        raise SynthError(str(exc)) from None
     rows = None
     if list_file is not None:
         try:
@@ -294,7 +303,7 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig, *, progress: boo
             raise SynthError(f"label list not found: {list_file}") from None
     samples = plan_samples(config, rows)
     started = time.perf_counter()
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, producer=PRODUCER, marker=MARKER) as tmp:
         images = tmp / "Image" / "aligned"
         images.mkdir(parents=True)
         render_images(samples, images, seed=config.seed, size=config.image_size, workers=workers,
@@ -304,6 +313,7 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig, *, progress: boo
         atomic_write_text(tmp / "synth_truth.csv", truth_csv(samples))
         # synth.json holds only what fixes the bytes (no paths, no timing): same seed, same folder.
         recipe = {
+            PRODUCER_KEY: PRODUCER,
             "config": {name: getattr(config, name) for name in config.__dataclass_fields__},
             "list_source": str(list_file) if list_file is not None else f"fer_core/data/rafdb_lists/{LIST_NAME}",
             "num_images": len(samples),

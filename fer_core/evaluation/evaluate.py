@@ -94,6 +94,29 @@ def read_truth(path: Path) -> dict[str, bool]:
     return flipped
 
 
+def is_ambiguous(clean_label_name: str, intensity: float) -> bool:
+    """A face whose expression is weak: an expressive face below 0.4 intensity, or a neutral face that
+    borrows more than 0.3 of another class's cues (synth intensity below 0.7)."""
+    return intensity < (0.7 if clean_label_name == "neutral" else 0.4)
+
+
+def read_ambiguity(path: Path) -> dict[str, bool]:
+    """synth_truth.csv -> {name or stem: ambiguous} for files that record intensity; {} otherwise."""
+    out: dict[str, bool] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"name", "intensity", "clean_label_name"} <= set(reader.fieldnames or ()):
+            return out
+        for row in reader:
+            try:
+                flag = is_ambiguous(row["clean_label_name"], float(row["intensity"]))
+            except ValueError:
+                raise ValueError(f"{path} line {reader.line_num}: intensity {row['intensity']!r} is not a number") from None
+            out[row["name"]] = flag
+            out.setdefault(Path(row["name"]).stem, flag)
+    return out
+
+
 def noise_detection(model: FERNet, data_dir: Path, truth_path: Path, image_size: int, batch_size: int,
                     workers: int, device: torch.device) -> dict[str, Any]:
     """How well the learned uncertainty ranks flipped train labels above clean ones (AUROC)."""
@@ -118,6 +141,14 @@ def noise_detection(model: FERNet, data_dir: Path, truth_path: Path, image_size:
         mean_uncertainty_flipped=float(scores[flags].mean()),
         mean_uncertainty_clean=float(scores[~flags].mean()),
     )
+    # how the uncertainty ranks weak (ambiguous) faces above clear ones, among correctly labelled faces
+    ambiguous = read_ambiguity(truth_path)
+    pairs = [(score, ambiguous[train_set.rows[i].source_id]) for (i, flag), score in zip(matched, scores)
+             if not flag and train_set.rows[i].source_id in ambiguous]
+    weak = np.array([flag for _, flag in pairs], dtype=bool)
+    if pairs and weak.any() and not weak.all():
+        weak_scores = np.array([score for score, _ in pairs])
+        result.update(ambiguous_auroc=float(roc_auc_score(weak, weak_scores)), num_ambiguous_clean=int(weak.sum()))
     return result
 
 

@@ -1,7 +1,12 @@
 """CBAM (Woo et al., ECCV 2018): channel then spatial attention on a feature map.
 
-Used inside every residual block (METHOD.md section 1) so the network can re-weight which channels and
-which face regions matter, which is what recovers the accuracy that class weighting costs.
+Used inside every residual block (docs/method.md section 1) so the network can re-weight which channels
+and which face regions matter, which is what recovers the accuracy that class weighting costs.
+
+Both gates start neutral, at 0.5 everywhere (`reset_parameters`): the official code zeroes the spatial
+gate's BN weight for the same reason. A Kaiming-initialised 7x7 spatial conv instead drives most
+positions of the gate below 0.1 at step 0, which shuts those blocks' residual branches before training
+has begun.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ class ChannelAttention(nn.Module):
             raise ValueError(f"ChannelAttention needs channels >= 1 and reduction >= 1, got {channels}, {reduction}")
         hidden = max(1, channels // reduction)  # a tiny layer (C < r) still gets one hidden unit
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The last layer at zero: MLP(avg) + MLP(max) = 0, so the gate is sigmoid(0) = 0.5 for any input.
+
+        The first layer keeps its default init, so gradients reach it as soon as the last layer moves.
+        """
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """[B,C,H,W] -> attention weights [B,C,1,1] in (0, 1)."""
@@ -39,6 +53,11 @@ class SpatialAttention(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"SpatialAttention kernel_size must be odd to keep the map size, got {kernel_size}")
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """A zero conv: the gate is sigmoid(0) = 0.5 at every position until training moves it."""
+        nn.init.zeros_(self.conv.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """[B,C,H,W] -> attention weights [B,1,H,W] in (0, 1)."""
@@ -53,6 +72,11 @@ class CBAM(nn.Module):
         super().__init__()
         self.channel = ChannelAttention(channels, reduction)
         self.spatial = SpatialAttention(kernel_size)
+
+    def reset_parameters(self) -> None:
+        """Both gates neutral (0.5 everywhere); the trunk calls this after its own conv init."""
+        self.channel.reset_parameters()
+        self.spatial.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         x = x * self.channel(x)

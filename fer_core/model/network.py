@@ -51,7 +51,7 @@ class FERNet(nn.Module):
     """x[B,3,H,W] -> logits[B,K]; `encode` gives (mu, logvar), `predict` gives (logits, uncertainty)."""
 
     def __init__(self, num_classes: int, arch: str = "resnet18", cbam: bool = True, cbam_reduction: int = 16,
-                 feature_dim: int = 64, dropout: float = 0.4, head_pool: int = 7) -> None:
+                 feature_dim: int = 64, dropout: float = 0.4, head_pool: int = 7, stem: str = "imagenet") -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -65,7 +65,7 @@ class FERNet(nn.Module):
             raise ValueError(f"model.head_pool must be >= 1, got {head_pool}")
         self.num_classes = num_classes
         self.feature_dim = feature_dim
-        self.backbone = ResNetTrunk(arch, cbam_reduction if cbam else None)
+        self.backbone = ResNetTrunk(arch, cbam_reduction if cbam else None, stem)
         channels = self.backbone.out_channels
         self.mu_head = UncertaintyHead(channels, feature_dim, dropout, head_pool)
         self.logvar_head = UncertaintyHead(channels, feature_dim, dropout, head_pool)
@@ -114,6 +114,7 @@ def build_model(cfg: Any, num_classes: int) -> FERNet:
         feature_dim=cfg.feature_dim,
         dropout=cfg.dropout,
         head_pool=cfg.head_pool,
+        stem=cfg.stem,
     )
 
 

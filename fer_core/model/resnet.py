@@ -82,22 +82,39 @@ ARCHS: dict[str, tuple[Type[BasicBlock] | Type[Bottleneck], tuple[int, int, int,
 }
 
 
+# The stem: what happens to the input before the first residual stage, and by how much it shrinks.
+#   imagenet  conv7x7 stride 2 + maxpool 3x3 stride 2 (/4): torchvision's, for 224 px (the paper's
+#             profile) and the only one whose conv1 takes ImageNet / MS-Celeb-1M weights;
+#   small     conv3x3 stride 2, no maxpool (/2): for 48-64 px CPU profiles, where the ImageNet stem
+#             would leave a 16x16 map before the first block and a 2x2 map at the end;
+#   tiny      conv3x3 stride 1, no maxpool (/1): CIFAR-style, for inputs of 32 px and below.
+STEMS: dict[str, tuple[int, int, bool]] = {  # name -> (kernel, stride, maxpool)
+    "imagenet": (7, 2, True),
+    "small": (3, 2, False),
+    "tiny": (3, 1, False),
+}
+
+
 class ResNetTrunk(nn.Module):
-    """ImageNet stem (conv7x7 s2, BN, ReLU, maxpool) + four stages; returns the final feature map.
+    """A stem (`STEMS`) + four stages; returns the final feature map.
 
     No pooling and no classifier: the uncertainty heads decide how the map is pooled.
     """
 
-    def __init__(self, arch: str = "resnet18", cbam_reduction: int | None = 16) -> None:
+    def __init__(self, arch: str = "resnet18", cbam_reduction: int | None = 16, stem: str = "imagenet") -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown model.arch {arch!r}; expected one of {', '.join(ARCHS)}")
+        if stem not in STEMS:
+            raise ValueError(f"unknown model.stem {stem!r}; expected one of {', '.join(STEMS)}")
         block, layers = ARCHS[arch]
+        kernel, stride, maxpool = STEMS[stem]
+        self.stem = stem
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(3, 64, kernel, stride=stride, padding=kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if maxpool else nn.Identity()
         self.layer1 = self._make_layer(block, 64, layers[0], 1, cbam_reduction)
         self.layer2 = self._make_layer(block, 128, layers[1], 2, cbam_reduction)
         self.layer3 = self._make_layer(block, 256, layers[2], 2, cbam_reduction)
@@ -124,6 +141,10 @@ class ResNetTrunk(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        # after the trunk's Kaiming init, which would otherwise saturate the attention gates
+        for module in self.modules():
+            if isinstance(module, CBAM):
+                module.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

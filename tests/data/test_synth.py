@@ -13,6 +13,7 @@ from PIL import Image
 
 from fer_core.config import SynthConfig
 from fer_core.data.synth import (
+    FLIP_PARTNER,
     LIST_NAME,
     SynthError,
     TRUTH_COLUMNS,
@@ -122,6 +123,18 @@ def test_noise_rate_flips_that_share_of_train_rows_only():
     assert other_seed != {s.name for s in flipped}
 
 
+def test_confusable_noise_flips_each_label_to_its_partner():
+    """Class-dependent noise: the same rows as uniform noise flip, each to its confusable partner."""
+    uniform = plan_samples(SynthConfig(noise_rate=0.3, seed=7))
+    confusable = plan_samples(SynthConfig(noise_rate=0.3, seed=7, noise_kind="confusable"))
+    assert [s.flipped for s in uniform] == [s.flipped for s in confusable]
+    flipped = [s for s in confusable if s.flipped]
+    assert flipped and all(RAFDB_CODES[s.code] == FLIP_PARTNER[RAFDB_CODES[s.clean_code]] for s in flipped)
+    assert Counter((RAFDB_CODES[s.clean_code], RAFDB_CODES[s.code]) for s in flipped)[("fear", "surprise")] > 0
+    with pytest.raises(SynthError, match="noise_kind"):
+        plan_samples(SynthConfig(noise_rate=0.3, noise_kind="sideways"))
+
+
 def test_sidecar_is_consistent_with_the_list(noisy_set):
     root, _ = noisy_set
     truth = read_truth(root)
@@ -133,6 +146,7 @@ def test_sidecar_is_consistent_with_the_list(noisy_set):
         assert row["flipped"] == str(int(row["label"] != row["clean_label"]))
         assert row["split"] == row["name"].split("_")[0]
         assert 0.0 <= float(row["intensity"]) <= 1.0
+        assert row["cue_partner"] in RAFDB_CODES.values() and row["cue_partner"] != row["clean_label_name"]
     intensities = [float(row["intensity"]) for row in truth]
     assert min(intensities) < 0.4 < 0.8 < max(intensities)  # weak and strong faces both occur
 

@@ -76,3 +76,41 @@ def test_channel_mlp_width(channels, reduction, hidden):
 def test_even_kernel_is_refused():
     with pytest.raises(ValueError, match="odd"):
         SpatialAttention(kernel_size=6)
+
+
+@pytest.mark.parametrize("stem", ["imagenet", "small"])
+def test_cbam_gates_start_neutral_in_every_block(stem):
+    """Both gates are 0.5 at every channel and position at init (the official CBAM's neutral start), for
+    any input: a Kaiming-initialised spatial conv instead shut most positions of several blocks."""
+    import dataclasses
+
+    from fer_core.config import ModelConfig
+    from fer_core.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(ModelConfig(), stem=stem, head_pool=1), num_classes=7).eval()
+    gates = []
+
+    def record(module, inputs, output):
+        gates.append(output)
+
+    modules = [m for m in model.modules() if isinstance(m, (ChannelAttention, SpatialAttention))]
+    assert len(modules) == 2 * 8  # channel + spatial gate in each of ResNet-18's 8 blocks
+    for module in modules:
+        module.register_forward_hook(record)
+    with torch.no_grad():
+        model(torch.randn(3, 3, 48, 48) * 3)
+    assert len(gates) == 16
+    for gate in gates:
+        torch.testing.assert_close(gate, torch.full_like(gate, 0.5))
+
+
+def test_reset_parameters_makes_a_trained_cbam_neutral_again():
+    cbam = CBAM(8, reduction=2)
+    with torch.no_grad():
+        for p in cbam.parameters():
+            p.normal_()
+    x = torch.randn(2, 8, 5, 5)
+    assert not torch.allclose(cbam(x), x * 0.25)
+    cbam.reset_parameters()
+    torch.testing.assert_close(cbam(x), x * 0.25)  # 0.5 (channel) * 0.5 (spatial)

@@ -77,8 +77,15 @@ def test_training_step_puts_a_gradient_on_every_parameter():
     no_grad = [name for name, p in model.named_parameters() if p.grad is None]
     assert no_grad == []
     zero_grad = [name for name, p in model.named_parameters() if not torch.any(p.grad != 0)]
-    assert zero_grad == []  # mixing sends gradient into the logvar head through lam
+    # mixing sends gradient into the logvar head through lam; the only parameters without one at step 0
+    # are the first layers of CBAM's channel MLPs, behind their zero-initialised (neutral) last layer
+    assert zero_grad and all(".cbam.channel.mlp.0." in name for name in zero_grad)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    training_step(model, torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 1]), loss_fn, mixing=True,
+                  generator=torch.Generator().manual_seed(2))["loss"].backward()
+    assert [name for name, p in model.named_parameters() if not torch.any(p.grad != 0)] == []
 
 
 def test_without_mixing_the_logvar_head_gets_no_gradient():

@@ -133,3 +133,25 @@ def test_tiny_set_is_overfit():
     assert accuracy == 1.0
     assert after < 0.2 * before, (before, after)
     print(f"overfit: first-step loss {before:.3f} -> eval loss {after:.4f}")
+
+
+def test_mixing_warmup_trains_on_mu_first_then_mixes():
+    from fer_core.training.engine import TrainStep
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(ModelConfig(), head_pool=1, dropout=0.0), num_classes=2).eval()
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
+    loss_fn = WeightedAddUpLoss(torch.tensor([1.0, 3.0]))
+    step = TrainStep(model, loss_fn, mixing=True)
+    step.set_epoch(0, warmup_epochs=2)
+    warm = step(images, targets, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(warm["loss"], training_step(model, images, targets, loss_fn, False)["loss"])
+    step.set_epoch(2, warmup_epochs=2)
+    mixed = step(images, targets, torch.Generator().manual_seed(7))
+    expected = training_step(model, images, targets, loss_fn, True, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(mixed["loss"], expected["loss"])
+    assert not torch.allclose(warm["loss"], mixed["loss"])
+    # a step configured without mixing never mixes, whatever the epoch
+    plain = TrainStep(model, loss_fn, mixing=False)
+    plain.set_epoch(10, warmup_epochs=0)
+    assert plain.mixing is False
