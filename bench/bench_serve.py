@@ -51,15 +51,16 @@ def free_port() -> int:
 
 
 def make_run(run_dir: Path, image_size: int) -> Path:
-    from fer_core.model.export import export_model
+    import dataclasses
+
+    from fer_core.model.export import write_model_files
     from fer_core.model.network import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(), len(CLASS_NAMES_7)).eval()
-    export_model(model, run_dir / "model.pt2", image_size)
-    meta = {"class_names": list(CLASS_NAMES_7), "image_size": image_size, "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD)}
-    (run_dir / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    meta = {"class_names": list(CLASS_NAMES_7), "num_classes": len(CLASS_NAMES_7), "image_size": image_size,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "model": dataclasses.asdict(ModelConfig())}
+    write_model_files(model, run_dir, meta, image_size, program=False)
     return run_dir
 
 

@@ -11,7 +11,7 @@ from components.base import fer_gpu_component
 def train(dataset: Input[Dataset], validation_report: Input[Artifact], weights: Input[Artifact], config: dict,
           experiment: str, mlflow_tracking_uri: str, s3_endpoint_url: str, model: Output[Model],
           metrics: Output[Metrics]) -> NamedTuple("TrainOutputs", mlflow_run_id=str, val_mean_class_accuracy=float):
-    """Writes the run folder (best.pt, model.pt2, meta.json, history) as the Model artifact."""
+    """Writes the run folder (best.pt, model.safetensors, model.pt2, meta.json, history) as the Model artifact."""
     from collections import namedtuple
 
     from fer_core.config import from_dict

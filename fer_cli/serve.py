@@ -46,7 +46,7 @@ def serve() -> None:
 @serve.command()
 @click.option("--model-uri", default=None, help="Registry model, e.g. models:/fer-cbam-resnet@champion.")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None,
-              help="Or a local run folder holding model.pt2 and meta.json.")
+              help="Or a local run folder holding model.safetensors and meta.json.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Model store folder for the .mar (default FER_HOME/model_store).")
 @click.option("--store", default=None, help="Also publish the .mar to this store (folder or s3://bucket/prefix).")
@@ -54,7 +54,7 @@ def serve() -> None:
               "or FER_HOME's sqlite).")
 @config_options
 def package(model_uri, run_dir, out_dir, store, tracking_uri, config) -> None:
-    """Build a reproducible .mar (model.pt2, handler, meta.json, model-config.yaml)."""
+    """Build a reproducible .mar (model.safetensors, handler, meta.json, model-config.yaml)."""
     from fer_core.home import fer_home
     from fer_core.serving.package import PackageError, build_mar, publish_mar, resolve_registry, resolve_run
 

@@ -24,8 +24,9 @@ def _log_to_console() -> None:
 def train(data_dir, run_dir, epochs, image_size, no_resume, config) -> None:
     """Train the CBAM-ResNet with uncertainty mixing and the class-weighted loss.
 
-    Selects the best epoch on the val split (mean class accuracy) and writes RUN/best.pt, model.pt2,
-    meta.json, history.json, config.json, weights.json and checkpoints/last.pt. Rerunning the same
+    Selects the best epoch on the val split (mean class accuracy) and writes RUN/best.pt,
+    model.safetensors (what serving loads), model.pt2 (torch.export program), meta.json, history.json,
+    config.json, weights.json and checkpoints/last.pt. Rerunning the same
     command after an interruption resumes where the last checkpoint left off. For several processes,
     use `torchrun --nproc-per-node N -m fer_core.training.engine` with the same options.
     """

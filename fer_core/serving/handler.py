@@ -1,7 +1,8 @@
 """TorchServe handler for the exported FER model: image bytes in, label + probabilities + uncertainty out.
 
-Thin on purpose: it subclasses TorchServe's BaseHandler and overrides only what differs (loading a
-torch.export program and meta.json, decoding any image mode, per-item errors in a batch); the work is
+Thin on purpose: it subclasses TorchServe's BaseHandler and overrides only what differs (loading
+model.safetensors into the network meta.json describes, never a pickle or a .pt2; decoding any image
+mode; per-item errors in a batch); the work is
 in fer_core.serving.inference, which LocalPredictor also runs in-process, so a served prediction
 equals an in-process one on the same bytes.
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 class FerHandler(BaseHandler):
-    """Serves model.pt2 (torch.export: x[B,3,H,W] -> (logits[B,K], uncertainty[B])) with meta.json."""
+    """Serves model.safetensors + meta.json: x[B,3,H,W] -> (logits[B,K], uncertainty[B])."""
 
     def initialize(self, context) -> None:
         properties = context.system_properties
@@ -40,8 +41,8 @@ class FerHandler(BaseHandler):
         self.device = torch.device(f"cuda:{gpu_id}" if use_cuda else "cpu")
         serialized = self.manifest["model"].get("serializedFile", inference.MODEL_FILE)
         self.model_pt_path = str(model_dir / serialized)
-        self.model = inference.load_model(self.model_pt_path, self.device)
         self.meta = inference.load_meta(model_dir / inference.META_FILE)
+        self.model = inference.load_model(self.model_pt_path, self.meta, self.device)
         self.class_names = list(self.meta["class_names"])
         self.transform = inference.build_eval_transform(self.meta)
         handler_config = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}

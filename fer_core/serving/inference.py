@@ -20,10 +20,10 @@ from fer_core.data.images import ImageDecodeError, decode_image
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt2"
+MODEL_FILE = "model.safetensors"   # what is served: tensors only (fer_core.model.export)
 META_FILE = "meta.json"
 DEFAULT_MAX_IMAGE_PIXELS = 20_000_000
-REQUIRED_META_KEYS = ("class_names", "image_size", "mean", "std")
+REQUIRED_META_KEYS = ("class_names", "num_classes", "image_size", "mean", "std", "model")
 
 
 def load_meta(path: str | Path) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def load_meta(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: meta.json missing; a served model needs it next to model.pt2") from None
+        raise FileNotFoundError(f"{path}: meta.json missing; a served model needs it next to {MODEL_FILE}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
@@ -66,11 +66,14 @@ def build_eval_transform(meta: dict[str, Any]) -> Callable[[Image.Image], torch.
     return transform
 
 
-def load_model(path: str | Path, device: torch.device) -> torch.nn.Module:
-    """RUN/model.pt2 (torch.export program) -> a callable module on `device`."""
-    from fer_core.model.export import load_exported
+def load_model(path: str | Path, meta: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """RUN/model.safetensors + meta.json -> the network built by our code, eval mode, on `device`.
 
-    return load_exported(path).to(device)
+    Never torch.export.load or pickle: an archive from a store cannot run code here.
+    """
+    from fer_core.model.export import load_inference_model
+
+    return load_inference_model(path, meta, device)
 
 
 def error_body(code: int, message: str, kind: str = "InvalidImage") -> dict[str, Any]:
@@ -173,7 +176,7 @@ class LocalPredictor:
         model_dir = Path(model_dir)
         self.device = torch.device(device)
         self.meta = load_meta(model_dir / META_FILE)
-        self.model = load_model(model_dir / MODEL_FILE, self.device)
+        self.model = load_model(model_dir / MODEL_FILE, self.meta, self.device)
         self.transform = build_eval_transform(self.meta)
         self.class_names = list(self.meta["class_names"])
         self.model_name, self.model_version = model_name, model_version

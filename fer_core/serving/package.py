@@ -1,6 +1,6 @@
 """Build a reproducible TorchServe .mar from a run folder or a registry version, and publish it.
 
-`resolve_run` / `resolve_registry` find model.pt2 + meta.json (and name the model version: the registry
+`resolve_run` / `resolve_registry` find model.safetensors + meta.json (and name the model version: the registry
 version, or "run-<hash>" of the two files); `build_mar` runs torch-model-archiver (unzipped) and zips its
 output itself with sorted entries, fixed timestamps and a fixed `createdOn`, so building the same model twice
 gives the same bytes (a changed .mar always means a changed model). `publish_mar` puts it in a model
@@ -41,7 +41,7 @@ class PackageError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A folder holding model.pt2 + meta.json, the version to serve it as, and where it came from."""
+    """A folder holding model.safetensors + meta.json, the version to serve it as, and where it came from."""
 
     model_dir: Path
     model_version: str
@@ -57,7 +57,7 @@ class ModelSource:
 
 
 def run_version(model_dir: str | Path) -> str:
-    """"run-<12 hex>" from the bytes of model.pt2 and meta.json: same files, same version."""
+    """"run-<12 hex>" from the bytes of model.safetensors and meta.json: same files, same version."""
     digest = hashlib.sha256()
     for name in (MODEL_FILE, META_FILE):
         digest.update(name.encode())
@@ -68,7 +68,7 @@ def run_version(model_dir: str | Path) -> str:
 def _check_model_dir(model_dir: Path, origin: str) -> None:
     for name in (MODEL_FILE, META_FILE):
         if not (model_dir / name).is_file():
-            raise PackageError(f"{origin}: {name} missing in {model_dir} (a trained run holds model.pt2 and meta.json)")
+            raise PackageError(f"{origin}: {name} missing in {model_dir} (a trained run holds {MODEL_FILE} and {META_FILE})")
     load_meta(model_dir / META_FILE)
 
 
@@ -82,7 +82,7 @@ def resolve_run(run_dir: str | Path) -> ModelSource:
 
 
 def _find_model_dir(root: Path, origin: str) -> Path:
-    """The one folder under `root` holding model.pt2 (the artifact layout may nest it, e.g. fer_model/)."""
+    """The one folder under `root` holding model.safetensors (the artifact layout may nest it)."""
     if (root / MODEL_FILE).is_file():
         return root
     found = sorted(path.parent for path in root.rglob(MODEL_FILE))
@@ -111,7 +111,7 @@ def registry_version(model_uri: str, tracking_uri: str | None = None) -> tuple[s
 
 
 def resolve_registry(model_uri: str, dst_dir: str | Path, tracking_uri: str | None = None) -> ModelSource:
-    """Download a registry version's artifacts (model.pt2 + meta.json) into `dst_dir`."""
+    """Download a registry version's artifacts (model.safetensors + meta.json) into `dst_dir`."""
     import mlflow
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
@@ -181,7 +181,7 @@ def mar_file_name(model_name: str, model_version: str) -> str:
 
 
 def build_mar(source: ModelSource, out_dir: str | Path, serve: ServeConfig, model_name: str | None = None) -> Path:
-    """torch-model-archiver on model.pt2 + handler + meta.json + model-config.yaml -> OUT/NAME-VERSION.mar.
+    """torch-model-archiver on model.safetensors + handler + meta.json + model-config.yaml -> OUT/NAME-VERSION.mar.
 
     The archiver runs in a subprocess with its own TMPDIR: it stages files in `$TMPDIR/<model name>`,
     which two builds at once would otherwise share.

@@ -1,4 +1,8 @@
-"""Log a run folder's exported model (RUN/model.pt2 + RUN/meta.json) as an MLflow pyfunc model."""
+"""Log a run folder's model (RUN/model.safetensors + meta.json, model.pt2 beside) as an MLflow pyfunc.
+
+Models-from-code (fer_core/tracking/pyfunc_model.py is the model's code) with fer_core as its code
+path: loading the registered model unpickles nothing.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,24 @@ import numpy as np
 
 from fer_core.tracking.runs import client
 
-MODEL_FILE = "model.pt2"
+MODEL_FILE = "model.safetensors"
+PROGRAM_FILE = "model.pt2"
 META_FILE = "meta.json"
+FER_CORE = Path(__file__).resolve().parents[1]
 EXAMPLE_BATCH = 2  # torch.export specialises batch 0/1; the example uses 2 as export does
 
 
 def pip_requirements() -> list[str]:
     """Pinned from this environment (no resolution at log time, so no network)."""
     pins = []
-    for package in ("torch", "numpy", "mlflow"):
+    for package in ("torch", "numpy", "mlflow", "safetensors", "PyYAML"):
         version = importlib.metadata.version(package).split("+")[0]  # drop local tags like +cu130
         pins.append(f"{package}=={version}")
     return pins
 
 
 def log_fer_model(run_id: str, run_dir: str | Path, *, artifact_path: str = "fer_model") -> str:
-    """Log RUN/model.pt2 + RUN/meta.json as pyfunc model `artifact_path` of run `run_id`.
+    """Log RUN/model.safetensors + RUN/meta.json (+ model.pt2) as pyfunc model `artifact_path` of run `run_id`.
 
     Returns the logged model's URI (MLflow 3: models:/m-<id>; runs:/<run_id>/<artifact_path> resolves
     to the same model). Signature: x float32[-1,3,S,S] -> probabilities float32[-1,K], uncertainty
@@ -36,19 +42,22 @@ def log_fer_model(run_id: str, run_dir: str | Path, *, artifact_path: str = "fer
     import mlflow.pyfunc
     from mlflow.models import Model, infer_signature
 
-    from fer_core.tracking.pyfunc_model import META_ARTIFACT, MODEL_ARTIFACT, FERPyfuncModel
+    from fer_core.tracking import pyfunc_model
+    from fer_core.tracking.pyfunc_model import META_ARTIFACT, MODEL_ARTIFACT, PROGRAM_ARTIFACT, FERPyfuncModel
 
     run_dir = Path(run_dir)
     for name in (MODEL_FILE, META_FILE):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} missing: log_fer_model needs a finished run folder "
-                                    "(fer train writes model.pt2 and meta.json)")
+                                    "(fer train writes model.safetensors and meta.json)")
     meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
     size = int(meta["image_size"])
     example = np.zeros((EXAMPLE_BATCH, 3, size, size), dtype=np.float32)
     artifacts = {MODEL_ARTIFACT: str(run_dir / MODEL_FILE), META_ARTIFACT: str(run_dir / META_FILE)}
+    if (run_dir / PROGRAM_FILE).is_file():
+        artifacts[PROGRAM_ARTIFACT] = str(run_dir / PROGRAM_FILE)
 
-    # a throw-away instance predicts the example; the logged one stays empty (pickled without torch state)
+    # a throw-away instance predicts the example, for the signature
     probe = FERPyfuncModel()
     probe.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config=None))
     signature = infer_signature(example, probe.predict(None, example))
@@ -67,7 +76,8 @@ def log_fer_model(run_id: str, run_dir: str | Path, *, artifact_path: str = "fer
             flavor=mlflow.pyfunc,
             run_id=run_id,       # explicit: no fluent active run needed
             model_id=logged.model_id,
-            python_model=FERPyfuncModel(),
+            python_model=str(Path(pyfunc_model.__file__)),  # models-from-code: no pickle
+            code_paths=[str(FER_CORE)],
             artifacts=artifacts,
             signature=signature,
             input_example=example,

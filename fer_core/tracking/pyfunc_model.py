@@ -1,4 +1,9 @@
-"""The registered model as an MLflow pyfunc: RUN/model.pt2 + RUN/meta.json behind `predict`.
+"""The registered model as an MLflow pyfunc: RUN/model.safetensors + RUN/meta.json behind `predict`.
+
+Logged with MLflow's models-from-code: this file itself is the model's code (it ends with
+`mlflow.models.set_model`), fer_core travels as the model's code path, and the weights load through
+safetensors into the network fer_core builds. Nothing is unpickled when the model loads (no
+cloudpickled python_model.pkl, no torch.export.load of model.pt2, which stays an artifact).
 
 Input: a float32 batch x[N,3,H,W], already normalised as meta.json says (mean/std, image_size), as a
 numpy array. Output: {"probabilities": float32[N,K] (softmax of the logits, class order of
@@ -16,23 +21,24 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-MODEL_ARTIFACT = "model"   # key in `artifacts` -> model.pt2
-META_ARTIFACT = "meta"     # key in `artifacts` -> meta.json
+MODEL_ARTIFACT = "weights"   # key in `artifacts` -> model.safetensors
+META_ARTIFACT = "meta"       # key in `artifacts` -> meta.json
+PROGRAM_ARTIFACT = "program"  # key in `artifacts` -> model.pt2 (kept for users; never loaded here)
 
 
 class FERPyfuncModel(mlflow.pyfunc.PythonModel):
-    """Loads the torch.export program once per process; predicts on CPU."""
+    """Loads the safetensors weights into FERNet once per process; predicts on CPU."""
 
     # The tensor signature is given explicitly at log time; without this MLflow inspects predict's type
     # hints at class creation (and warns that there are none, through a filter callers cannot silence).
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        from fer_core.model.export import load_exported
+        from fer_core.model.export import load_inference_model
 
         with open(context.artifacts[META_ARTIFACT], encoding="utf-8") as handle:
             self.meta = json.load(handle)
-        self.module = load_exported(context.artifacts[MODEL_ARTIFACT])
+        self.module = load_inference_model(context.artifacts[MODEL_ARTIFACT], self.meta)
         self.image_size = int(self.meta["image_size"])
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
@@ -58,3 +64,6 @@ def _as_batch(model_input: Any) -> np.ndarray:
             raise ValueError(f"expected one input tensor, got {sorted(model_input)}")
         model_input = next(iter(model_input.values()))
     return np.ascontiguousarray(np.asarray(model_input, dtype=np.float32))
+
+
+mlflow.models.set_model(FERPyfuncModel())

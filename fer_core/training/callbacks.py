@@ -46,7 +46,7 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     best_path: Path | None = None
-    model_path: Path | None = None     # RUN/model.pt2 (None when export was skipped)
+    model_path: Path | None = None     # RUN/model.safetensors (None when export was skipped; model.pt2 beside it)
 
 
 @runtime_checkable

@@ -39,7 +39,7 @@ from fer_core.config import Config, load_config
 from fer_core.data.dataset import MANIFEST, EpochBatchSampler, FERDataset
 from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_from_config
 from fer_core.evaluation import metrics as M
-from fer_core.io import write_json
+from fer_core.io import remove_stale_temps, write_json
 from fer_core.model import FERNet, build_model, count_parameters
 from fer_core.training import distributed as D
 from fer_core.training.callbacks import CallbackList, TrainContext, TrainResult
@@ -101,10 +101,15 @@ class TrainStep(nn.Module):
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
+        self.configured_mixing = mixing
         self.mixing = mixing
 
     def forward(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         return training_step(self.model, images, targets, self.loss_fn, self.mixing, generator)
+
+    def set_epoch(self, epoch: int, warmup_epochs: int) -> None:
+        """Mixing starts after `warmup_epochs` epochs of the weighted loss on mu (0 = from the start)."""
+        self.mixing = self.configured_mixing and epoch >= warmup_epochs
 
 
 def make_loader(dataset: FERDataset, sampler: EpochBatchSampler, workers: int, device: torch.device,
@@ -246,6 +251,11 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
     best_path = run_dir / "best.pt"
+    if info.is_main:
+        # a kill during a checkpoint write leaves its temporary file (~100 MB) beside the target; this run
+        # owns the folder, so it clears them before writing new ones
+        for stale in remove_stale_temps(checkpoint_path) + remove_stale_temps(best_path):
+            logger.info("removed %s, left by an interrupted checkpoint write", stale)
 
     # data
     train_set = FERDataset(data_dir, "train", train_transform_from_config(cfg), cache_mb=cfg.cache_images_mb)
@@ -314,7 +324,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     if info.distributed:
         # without mixing the logvar head gets no gradient: DDP must be told some parameters may be unused
         step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None,
-                                              find_unused_parameters=not config.model.mixing)
+                                              find_unused_parameters=not config.model.mixing or cfg.mixing_warmup_epochs > 0)
     train_loader = make_loader(train_set, train_sampler, cfg.workers, device, cfg.seed)
     val_loader = make_loader(val_set, val_sampler, cfg.workers, device, cfg.seed)
 
@@ -356,6 +366,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         started = time.perf_counter()
         train_sampler.set_epoch(epoch)
         train_sampler.set_start(state["batch"])
+        (step_module.module if info.distributed else step_module).set_epoch(epoch, cfg.mixing_warmup_epochs)
         train_one_epoch(step_module, model, train_loader, optimizer, device, mix_generator, state, on_step,
                         progress=info.is_main)
         sums = D.all_reduce_sum(torch.tensor([state["sums"]["loss"], state["sums"]["correct"],
@@ -403,20 +414,22 @@ def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device
 
 def _finish(config: Config, run_dir: Path, best_path: Path, state: dict[str, Any], class_names: list[str],
             class_weights: list[float], callbacks: CallbackList, info: D.DistInfo, export: bool) -> TrainResult:
-    """Rank 0: history.json, meta.json and model.pt2 from the best checkpoint; every rank: the result."""
+    """Rank 0: history.json, meta.json, model.safetensors and model.pt2 from the best checkpoint; every rank: the result."""
     result = TrainResult(run_dir=run_dir, best_epoch=state["best_epoch"], best_metrics=dict(state["best_metrics"]),
                          epochs_completed=state["epoch"], stopped_early=state["stopped_early"],
                          history=list(state["history"]), best_path=best_path)
     if info.is_main:
         write_json(run_dir / "history.json", state["history"])
         best = load_torch(best_path)
-        write_json(run_dir / "meta.json", best["meta"])
         if export:
-            from fer_core.model.export import export_model
+            from fer_core.model.export import WEIGHTS_FILE, write_model_files
 
             model = build_model(config.model, len(class_names))
             model.load_state_dict(best["state_dict"])
-            result.model_path = export_model(model.eval(), run_dir / "model.pt2", config.train.image_size)
+            write_model_files(model.eval(), run_dir, best["meta"], config.train.image_size)
+            result.model_path = run_dir / WEIGHTS_FILE
+        else:
+            write_json(run_dir / "meta.json", best["meta"])
         callbacks.on_train_end(result)
     D.barrier(info)
     return result

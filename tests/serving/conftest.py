@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -22,17 +23,17 @@ IMAGE_SIZE = 32
 
 
 def make_run(run_dir: Path, seed: int) -> Path:
-    """A run folder as `fer train` leaves it for serving: model.pt2 (real FERNet export) + meta.json."""
-    from fer_core.model.export import export_model
+    """A run folder as `fer train` leaves it for serving: model.safetensors, model.pt2, meta.json."""
+    from fer_core.model.export import write_model_files
     from fer_core.model.network import build_model
 
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(), len(CLASS_NAMES_7)).eval()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    export_model(model, run_dir / "model.pt2", IMAGE_SIZE)
-    meta = {"class_names": list(CLASS_NAMES_7), "image_size": IMAGE_SIZE, "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "best_epoch": 0, "seed": seed}
-    (run_dir / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    model_config = ModelConfig()
+    model = build_model(model_config, len(CLASS_NAMES_7)).eval()
+    meta = {"class_names": list(CLASS_NAMES_7), "num_classes": len(CLASS_NAMES_7), "image_size": IMAGE_SIZE,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "model": dataclasses.asdict(model_config),
+            "best_epoch": 0, "seed": seed}
+    write_model_files(model, run_dir, meta, IMAGE_SIZE)
     return run_dir
 
 

@@ -25,7 +25,7 @@ PIXEL_LIMIT = 1_000_000
 
 def make_context(run_dir, version: str = "7") -> Context:
     """What TorchServe's worker builds (ts/service.py), pointed at a run folder as the model dir."""
-    manifest = {"model": {"modelName": "fer", "modelVersion": version, "serializedFile": "model.pt2",
+    manifest = {"model": {"modelName": "fer", "modelVersion": version, "serializedFile": "model.safetensors",
                           "handler": "handler.py", "configFile": "model-config.yaml"}}
     return Context("fer", str(run_dir), manifest, 8, None, "0.12.0", metrics=MetricsStore(uuid.uuid4(), "fer"),
                    model_yaml_config={"handler": {"max_image_pixels": PIXEL_LIMIT}})
@@ -47,8 +47,8 @@ def served(run_dir):
 
 
 def expected_probabilities(run_dir, data: bytes) -> torch.Tensor:
-    """Independent reference: decode, evaluation transform, exported model, softmax."""
-    model = load_exported(run_dir / "model.pt2")
+    """Independent reference: decode, evaluation transform, the exported program (.pt2), softmax."""
+    model = load_exported(run_dir / "model.pt2", load_meta(run_dir / "meta.json")["files"]["program"]["sha256"])
     x = eval_transform(IMAGE_SIZE)(decode_image(data)).unsqueeze(0)
     with torch.no_grad():
         logits, _ = model(x)
@@ -134,7 +134,7 @@ def test_local_predictor_matches_handler(served, run_dir, good_images):
 
 
 def test_meta_mismatch_is_refused(tmp_path, run_dir):
-    (tmp_path / "model.pt2").symlink_to(run_dir / "model.pt2")
+    (tmp_path / "model.safetensors").symlink_to(run_dir / "model.safetensors")
     meta = load_meta(run_dir / "meta.json")
     meta["mean"] = [0.5, 0.5, 0.5]
     import json

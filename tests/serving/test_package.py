@@ -43,15 +43,15 @@ def test_mar_contents(mar_pair, run_dir):
     assert mar.name == f"fer-{source.model_version}.mar"
     with zipfile.ZipFile(mar) as archive:
         names = set(archive.namelist())
-        assert names == {"MAR-INF/MANIFEST.json", "handler.py", "meta.json", "model-config.yaml", "model.pt2"}
-        assert archive.read("model.pt2") == (run_dir / "model.pt2").read_bytes()
+        assert names == {"MAR-INF/MANIFEST.json", "handler.py", "meta.json", "model-config.yaml", "model.safetensors"}
+        assert archive.read("model.safetensors") == (run_dir / "model.safetensors").read_bytes()
         model_config = yaml.safe_load(archive.read("model-config.yaml"))
     assert model_config["batchSize"] == 4 and model_config["maxBatchDelay"] == 15
     assert model_config["minWorkers"] == model_config["maxWorkers"] == 2
     assert model_config["handler"] == {"max_image_pixels": 123456, "torch_threads": 1}
     manifest = read_mar_manifest(mar)["model"]
     assert manifest["modelName"] == "fer" and manifest["modelVersion"] == source.model_version
-    assert manifest["serializedFile"] == "model.pt2" and manifest["handler"] == "handler.py"
+    assert manifest["serializedFile"] == "model.safetensors" and manifest["handler"] == "handler.py"
 
 
 def test_other_weights_other_version(run_dir, run_dir_b):
@@ -61,7 +61,7 @@ def test_other_weights_other_version(run_dir, run_dir_b):
 
 def test_run_without_model_is_named(tmp_path):
     (tmp_path / "meta.json").write_text("{}")
-    with pytest.raises(PackageError, match="model.pt2 missing"):
+    with pytest.raises(PackageError, match="model.safetensors missing"):
         resolve_run(tmp_path)
     with pytest.raises(PackageError, match="run folder not found"):
         resolve_run(tmp_path / "nope")
@@ -75,7 +75,7 @@ def test_registry_champion_is_packaged(run_dir, tmp_path, fer_home):
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     experiment = client.create_experiment("serve-test", artifact_location=(fer_home / "artifacts").as_uri())
     run = client.create_run(experiment)
-    client.log_artifact(run.info.run_id, str(run_dir / "model.pt2"), "fer_model")
+    client.log_artifact(run.info.run_id, str(run_dir / "model.safetensors"), "fer_model")
     client.log_artifact(run.info.run_id, str(run_dir / "meta.json"), "fer_model")
     client.set_terminated(run.info.run_id)
     client.create_registered_model("fer-test")
@@ -84,7 +84,7 @@ def test_registry_champion_is_packaged(run_dir, tmp_path, fer_home):
 
     source = resolve_registry("models:/fer-test@champion", tmp_path / "download", tracking)
     assert source.model_version == "1"
-    assert source.model_path.read_bytes() == (run_dir / "model.pt2").read_bytes()
+    assert source.model_path.read_bytes() == (run_dir / "model.safetensors").read_bytes()
     mar = build_mar(source, tmp_path / "store", ServeConfig())
     assert mar.name == "fer-1.mar"
     assert read_mar_manifest(mar)["model"]["modelVersion"] == "1"

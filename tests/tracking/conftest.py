@@ -12,7 +12,7 @@ import torch
 from fer_core.config import Config
 from fer_core.labels import CLASS_NAMES_7
 from fer_core.model import build_model
-from fer_core.model.export import export_model
+from fer_core.model.export import write_model_files
 from fer_core.training.engine import make_meta
 
 SIZE = 32
@@ -53,16 +53,15 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def run_folder(tmp_path_factory, tiny_model) -> Path:
-    """RUN/model.pt2, meta.json, history.json, config.json as `fer train` writes them."""
+    """RUN/model.safetensors, model.pt2, meta.json, history.json, config.json as `fer train` writes them."""
     run_dir = tmp_path_factory.mktemp("run")
     config = tiny_config()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    export_model(tiny_model, run_dir / "model.pt2", image_size=SIZE)
-    torch.set_num_threads(previous)
     best = {"val_loss": 1.5, "val_accuracy": 0.4, "val_mean_class_accuracy": 0.35, "val_macro_f1": 0.3}
     meta = make_meta(config, CLASS_NAMES_7, 2, best, [1.0] * len(CLASS_NAMES_7))
-    (run_dir / "meta.json").write_text(json.dumps(meta))
+    write_model_files(tiny_model, run_dir, meta, SIZE)
+    torch.set_num_threads(previous)
     history = [{"epoch": 1, "train_loss": 2.0, **{k: v - 0.1 for k, v in best.items()}},
                {"epoch": 2, "train_loss": 1.8, **best}]
     (run_dir / "history.json").write_text(json.dumps(history))

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from fer_core import tracking
 from fer_core.model.export import InferenceModel, load_exported
+from fer_core.serving.inference import load_meta
 from fer_core.serving.package import resolve_registry
 from tests.tracking.conftest import SIZE
 
@@ -42,7 +43,8 @@ def test_champion_predicts_what_the_run_model_predicts(logged_model, run_folder,
     torch.set_num_threads(1)
     with torch.no_grad():
         logits, uncertainty = InferenceModel(tiny_model)(x)
-        program_logits, _ = load_exported(run_folder / "model.pt2")(x)
+        recorded = load_meta(run_folder / "meta.json")["files"]["program"]["sha256"]
+        program_logits, _ = load_exported(run_folder / "model.pt2", recorded)(x)
     assert out["probabilities"].shape == (3, 7) and out["uncertainty"].shape == (3,)
     np.testing.assert_allclose(out["probabilities"], torch.softmax(logits, 1).numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(out["probabilities"], torch.softmax(program_logits, 1).numpy(), rtol=1e-5, atol=1e-7)
@@ -55,7 +57,7 @@ def test_champion_predicts_what_the_run_model_predicts(logged_model, run_folder,
         loaded.predict(np.zeros((1, 3, SIZE + 1, SIZE + 1), np.float32))
     # the same run id logged it, and runs:/ resolves to it too
     assert MlflowClient().get_model_version(name, "1").run_id == run_id
-    # serving's resolver finds exactly one folder with model.pt2 + meta.json in the version's artifacts
+    # serving's resolver finds exactly one folder with model.safetensors + meta.json in the version's artifacts
     source = resolve_registry(f"models:/{name}@champion", tmp_path / "dl", tracking_uri=tracking_uri)
     assert source.model_version == "1" and source.model_path.is_file() and source.meta_path.is_file()
 

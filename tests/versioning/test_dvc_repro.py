@@ -66,7 +66,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in first.stdout
     for path in ("data/prepared/manifest.csv", "reports/validation/report.json", "reports/class_weights.json",
-                 "runs/train/model.pt2", "runs/train/metrics.json", "runs/train/plots/test_confusion_matrix.png"):
+                 "runs/train/model.safetensors", "runs/train/model.pt2", "runs/train/metrics.json", "runs/train/plots/test_confusion_matrix.png"):
         assert (repo / path).is_file(), path
     assert (repo / "dvc.lock").is_file()
     weights = json.loads((repo / "reports/class_weights.json").read_text())
