@@ -196,11 +196,14 @@ def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_
     if metric not in meta.get("val_metrics", {}):
         raise ValueError(f"{run_dir}/meta.json has no validation metric {metric!r} for the quality gate")
     value = float(meta["val_metrics"][metric])
+    name = model_name or config.registry.model_name
     with _mlflow_run(run_id, tracking_uri) as client:
-        model_uri = tracking.log_fer_model(run_id, run_dir)
-        decision = tracking.register_and_gate(model_uri, model_name or config.registry.model_name,
-                                              metric_name=metric, metric_value=value,
-                                              floor=config.registry.floor if floor is None else floor)
+        # idempotent per training run: a retry reuses the version (and model) this run registered
+        existing = tracking.find_version_for_run(name, run_id)
+        model_uri = existing.source if existing is not None else tracking.log_fer_model(run_id, run_dir)
+        decision = tracking.register_and_gate(model_uri, name, metric_name=metric, metric_value=value,
+                                              floor=config.registry.floor if floor is None else floor,
+                                              run_id=run_id)
     client.set_terminated(run_id, "FINISHED")
     out = asdict(decision)
     out.update(model_uri=model_uri, run_id=run_id, metric=metric, value=value)

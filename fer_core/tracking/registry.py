@@ -1,9 +1,11 @@
 """The Model Registry's quality gate: every new version gets alias `candidate`; alias `champion` moves
 only to a version that meets the floor and beats the current champion on the gate metric.
 
-The decision is recorded on the version (tags gate.promoted, gate.reason, gate.metric, gate.value,
-gate.previous_champion, and its description), so `rollback_champion` can put the previous champion
-back and anyone reading the registry sees why a version is or is not serving.
+The decision is recorded on the version (tags gate.passed, gate.promoted, gate.reason, gate.metric,
+gate.value, gate.previous_champion, fer.run_id, and its description), so `rollback_champion` can put
+the previous champion back and anyone reading the registry sees why a version is or is not serving.
+Promotion converges: the champion is recomputed as the best gated version and set only while it is
+still better (`converge_champion`), so concurrent or retried gates cannot crown a worse model.
 """
 
 from __future__ import annotations
@@ -55,49 +57,128 @@ def version_metric(model_name: str, version: str, metric_name: str) -> float | N
     return None
 
 
+RUN_TAG = "fer.run_id"        # the training run a version was registered from (one version per run)
+CONVERGE_ROUNDS = 8            # alias writes re-checked this many times at most before giving up
+
+
+def find_version_for_run(model_name: str, run_id: str):
+    """The version registered from training run `run_id` (tag fer.run_id), or None."""
+    try:
+        versions = client().search_model_versions(f"name='{model_name}'")
+    except MlflowException:
+        return None
+    found = [v for v in versions if (v.tags or {}).get(RUN_TAG) == run_id]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _eligible(version) -> float | None:
+    """A version's gated value when it may be champion: passed its floor, not rolled back."""
+    tags = version.tags or {}
+    if tags.get("gate.passed") != "true" or tags.get("gate.rolled_back") == "true":
+        return None
+    try:
+        return float(tags["gate.value"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _best_gated(model_name: str, metric_name: str):
+    """(version, value) of the best version that passed its gate on `metric_name`; ties go to the
+    oldest version (a tie never moves the champion). None when no version passed."""
+    best = None
+    for version in client().search_model_versions(f"name='{model_name}'"):
+        if (version.tags or {}).get("gate.metric") != metric_name:
+            continue
+        value = _eligible(version)
+        if value is None:
+            continue
+        key = (value, -int(version.version))
+        if best is None or key > best[0]:
+            best = (key, version)
+    return (best[1], best[0][0]) if best else None
+
+
+def converge_champion(model_name: str, metric_name: str) -> tuple[str | None, str | None, float | None]:
+    """Point `champion` at the best gated version when it beats the current champion; re-read after
+    every write and repeat, so concurrent gates end on the same, best, champion whatever the order of
+    their writes. Returns (champion now, champion before, its value)."""
+    mlflow_client = client()
+    first_previous, first_value = None, None
+    for round_index in range(CONVERGE_ROUNDS):
+        champion = _alias_version(model_name, CHAMPION)
+        previous = str(champion.version) if champion is not None else None
+        previous_value = version_metric(model_name, previous, metric_name) if previous is not None else None
+        if previous is not None and previous_value is None:
+            raise ValueError(f"champion {model_name} v{previous} has no recorded {metric_name}; the gate cannot "
+                             f"compare against it (tag it gate.value or pick one with set_champion)")
+        if round_index == 0:
+            first_previous, first_value = previous, previous_value
+        best = _best_gated(model_name, metric_name)
+        if best is None or (previous is not None and best[1] <= previous_value):
+            return previous, first_previous, first_value
+        if str(best[0].version) == previous:
+            return previous, first_previous, first_value
+        mlflow_client.set_registered_model_alias(model_name, CHAMPION, str(best[0].version))
+    raise RuntimeError(f"{model_name}: champion alias still moving after {CONVERGE_ROUNDS} rounds")
+
+
 def register_and_gate(model_uri: str, model_name: str, *, metric_name: str, metric_value: float,
-                      floor: float) -> GateDecision:
+                      floor: float, run_id: str | None = None) -> GateDecision:
     """Register `model_uri` as a new version of `model_name`, alias it `candidate`, and make it
-    `champion` only if metric_value >= floor and (no champion yet or metric_value > the champion's)."""
+    `champion` only if metric_value >= floor and it beats the champion's recorded metric.
+
+    Race-free: the version's gate tags are written before any alias moves, and `converge_champion`
+    sets the champion to the best gated version with re-checks, so two gates running at once (or a
+    retry) end with the better model as champion. With `run_id`, the step is idempotent per training
+    run: a version already registered from that run is reused, never duplicated.
+    """
     import mlflow
 
     client()  # configure URIs for the fluent register_model
     if metric_value is None or not math.isfinite(float(metric_value)):
         raise ValueError(f"gate metric {metric_name} of {model_uri} is {metric_value!r}; a finite number is needed")
     metric_value = float(metric_value)
-    registered = mlflow.register_model(model_uri, model_name)
-    version = str(registered.version)
     mlflow_client = client()
-    mlflow_client.set_registered_model_alias(model_name, CANDIDATE, version)
-
-    champion = _alias_version(model_name, CHAMPION)
-    previous = str(champion.version) if champion is not None else None
-    previous_value = version_metric(model_name, previous, metric_name) if previous is not None else None
-    if metric_value < floor:
-        promoted = False
-        reason = f"{metric_name} {metric_value:.4f} is below the floor {floor:.4f}"
-    elif previous is None:
-        promoted = True
-        reason = f"first version to pass the floor ({metric_name} {metric_value:.4f} >= {floor:.4f})"
-    elif previous_value is None:
-        promoted = True
-        reason = f"champion v{previous} has no recorded {metric_name}; {metric_value:.4f} >= floor {floor:.4f}"
-    elif metric_value > previous_value:
-        promoted = True
-        reason = f"{metric_name} {metric_value:.4f} beats champion v{previous} ({previous_value:.4f})"
+    existing = find_version_for_run(model_name, run_id) if run_id else None
+    if existing is not None:
+        version = str(existing.version)
     else:
-        promoted = False
-        reason = f"{metric_name} {metric_value:.4f} does not beat champion v{previous} ({previous_value:.4f})"
+        version = str(mlflow.register_model(model_uri, model_name, tags={RUN_TAG: run_id} if run_id else None).version)
+        if run_id:
+            # two attempts of one run registering at the same moment: the oldest version wins and the
+            # other attempt removes the version it just created (before it carries any gate tag)
+            first = find_version_for_run(model_name, run_id)
+            if first is not None and str(first.version) != version:
+                mlflow_client.delete_model_version(model_name, version)
+                version = str(first.version)
 
+    passed = metric_value >= floor
     tags = {"gate.metric": metric_name, "gate.value": repr(metric_value), "gate.floor": repr(float(floor)),
-            "gate.promoted": str(promoted).lower(), "gate.reason": reason,
-            "gate.previous_champion": previous or ""}
+            "gate.passed": str(passed).lower()}
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(model_name, version, key, value)
-    verdict = "champion" if promoted else "candidate only"
+    mlflow_client.set_registered_model_alias(model_name, CANDIDATE, version)
+
+    champion, previous, previous_value = converge_champion(model_name, metric_name)
+    promoted = champion == version and previous != version
+    if not passed:
+        reason = f"{metric_name} {metric_value:.4f} is below the floor {floor:.4f}"
+    elif promoted and previous is None:
+        reason = f"first version to pass the floor ({metric_name} {metric_value:.4f} >= {floor:.4f})"
+    elif promoted:
+        reason = f"{metric_name} {metric_value:.4f} beats champion v{previous} ({previous_value:.4f})"
+    elif champion == version:
+        reason = f"already champion ({metric_name} {metric_value:.4f})"
+    else:
+        champion_value = version_metric(model_name, champion, metric_name) if champion else None
+        reason = (f"{metric_name} {metric_value:.4f} does not beat champion v{champion} ({champion_value:.4f})"
+                  if champion_value is not None else f"{metric_name} {metric_value:.4f}: no champion")
+    mlflow_client.set_model_version_tag(model_name, version, "gate.promoted", str(promoted).lower())
+    mlflow_client.set_model_version_tag(model_name, version, "gate.reason", reason)
+    mlflow_client.set_model_version_tag(model_name, version, "gate.previous_champion",
+                                        (previous or "") if promoted else "")
+    verdict = "champion" if champion == version else "candidate only"
     mlflow_client.update_model_version(model_name, version, description=f"Quality gate: {verdict}. {reason}.")
-    if promoted:
-        mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
     return GateDecision(name=model_name, version=version, promoted=promoted, reason=reason,
                         previous_champion=previous, previous_value=previous_value)
 
@@ -117,6 +198,8 @@ def set_champion(model_name: str, version: str | int, *, reason: str = "set by h
     if previous == version:
         return previous
     mlflow_client.set_model_version_tag(model_name, version, "gate.manual", reason)
+    if (mlflow_client.get_model_version(model_name, version).tags or {}).get("gate.rolled_back"):
+        mlflow_client.delete_model_version_tag(model_name, version, "gate.rolled_back")
     mlflow_client.set_model_version_tag(model_name, version, "gate.previous_champion", previous or "")
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
     return previous
