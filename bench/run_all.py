@@ -22,6 +22,7 @@ BENCHES = {
     "train": ["bench/bench_train.py"],
     "serve": ["bench/bench_serve.py"],
     "pipeline": ["bench/bench_pipeline.py"],
+    "decode16": ["bench/bench_decode16.py"],
 }
 
 

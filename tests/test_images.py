@@ -104,3 +104,27 @@ def test_pillow_bomb_limit_refuses_without_touching_warning_filters(monkeypatch)
         with pytest.raises(ImageDecodeError, match="decompression bomb refused"):  # over 2x: Pillow raises
             decode_image(encode(Image.new("RGB", (40, 40))), max_pixels=10_000)
     assert warnings.filters == before
+
+
+def test_sixteen_bit_decode_stays_in_integers():
+    """A 16-bit PNG converts at a few bytes per pixel (a float64 path used 24): a stream of large
+    16-bit requests keeps worker memory flat. The values match the 8-bit scale within 1."""
+    import io
+    import tracemalloc
+
+    import numpy as np
+    from PIL import Image
+
+    from fer_core.data.images import decode_image
+
+    side = 1500
+    gray8 = np.random.default_rng(0).integers(0, 256, (side, side), dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(gray8 * 257).save(buffer, "PNG")  # 16-bit gray with the same visual content
+    tracemalloc.start()
+    image = decode_image(buffer.getvalue())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert image.mode == "RGB"
+    assert np.array_equal(np.asarray(image)[..., 0], gray8.astype(np.uint8))
+    assert peak < 12 * side * side, f"{peak / side / side:.1f} bytes per pixel"
