@@ -101,6 +101,20 @@ class Route:
     upstream: tuple[str, int]
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded",)
+
+
+def raw_body_headers(headers: dict[str, str]) -> dict[str, str]:
+    """An inference body is the image itself, whatever the client's Content-Type says: curl's
+    `--data-binary @face.jpg` labels it a form, which TorchServe's frontend would try to decode as
+    form fields (500, the bytes echoed in the message). Form types go upstream as octet-stream."""
+    out = {name: value for name, value in headers.items() if name.lower() != "content-type"}
+    given = next((value for name, value in headers.items() if name.lower() == "content-type"), "")
+    media = given.split(";", 1)[0].strip().lower()
+    out["Content-Type"] = "application/octet-stream" if not media or media in FORM_TYPES else given
+    return out
+
+
 def parse_route(kind: str, text: str) -> Route:
     """'0.0.0.0:8080=127.0.0.1:18080' -> Route; a clear error naming the variable otherwise."""
     try:
@@ -192,6 +206,8 @@ def make_handler(route: Route, token: ClientToken, keys: TorchServeKeys, max_bod
             if body is None:
                 return
             headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
+            if route.kind == "inference":
+                headers = raw_body_headers(headers)
             try:
                 headers["Authorization"] = f"Bearer {keys.key(route.kind)}"
                 status, reply_headers, data = self._upstream(self.command, self.path, body, headers)

@@ -144,7 +144,8 @@ def _log_tail(settings: ServerSettings, lines: int = 40) -> str:
 
 def start_server(settings: ServerSettings, load_models: list[str] | None = None,
                  timeout: float = DEFAULT_START_TIMEOUT) -> dict[str, Any]:
-    """Start TorchServe unless ours already runs; return once /ping answers Healthy.
+    """Start TorchServe unless ours already runs; return once /ping answers Healthy and every model
+    loaded at start has a READY worker (ServeError, with the log's tail, when it does not come up).
 
     Idempotent: a running server is reported ({"started": False, ...}), never started twice.
     """
@@ -166,12 +167,33 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
         process = subprocess.Popen(_java_command(settings), cwd=settings.home, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     atomic_write_text(settings.pid_file, f"{process.pid}\n")
+    started = time.monotonic()
     try:
         wait_healthy(settings, process, timeout)
+        if load_models:
+            wait_workers_ready(settings, process, max(timeout - (time.monotonic() - started), 1.0))
     except BaseException:
         stop_server(settings)
         raise
     return {"started": True, "pid": process.pid, **server_status(settings)}
+
+
+def wait_workers_ready(settings: ServerSettings, process: subprocess.Popen | None, timeout: float) -> None:
+    """Wait until every registered model has a READY worker: /ping Healthy alone can come before the
+    first worker has loaded its model, and a request then would wait or fail."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServeError(f"TorchServe exited with code {process.returncode} while loading models\n"
+                             f"{_log_tail(settings)}")
+        status = server_status(settings)
+        models = status.get("models") or {}
+        if models and all(any(v["ready_workers"] > 0 for v in versions) for versions in models.values()):
+            return
+        time.sleep(0.5)
+    raise ServeError(f"TorchServe has no ready worker after {timeout:.0f}s (models: {status.get('models')}, "
+                     f"error: {status.get('error')})\n{_log_tail(settings)}")
 
 
 def wait_healthy(settings: ServerSettings, process: subprocess.Popen | None, timeout: float) -> None:

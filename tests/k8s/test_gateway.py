@@ -232,3 +232,21 @@ def test_gateway_in_front_of_real_torchserve_with_the_cluster_config(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(torchserve.pid, signal.SIGKILL)
             torchserve.wait(timeout=10)
+
+
+def test_a_form_content_type_reaches_torchserve_as_raw_bytes(stack):
+    """curl --data-binary @face.jpg sends application/x-www-form-urlencoded; the image must arrive as
+    the raw body (TorchServe's frontend would decode a form and answer 500 echoing the bytes)."""
+    urls, _ = stack
+    for content_type in ("application/x-www-form-urlencoded", None):
+        headers = bearer("client-secret-token")
+        if content_type:
+            headers["Content-Type"] = content_type
+        answer = requests.post(f"{urls['inference']}/predictions/fer", data=b"\xff\xd8%zz=1&2", headers=headers)
+        assert answer.status_code == 200
+        assert answer.json()["content_type"] == "application/octet-stream"
+        assert answer.json()["body"] == "\xff\xd8%zz=1&2"
+    # an explicit image type is passed on as is
+    answer = requests.post(f"{urls['inference']}/predictions/fer", data=b"x",
+                           headers={**bearer("client-secret-token"), "Content-Type": "image/jpeg"})
+    assert answer.json()["content_type"] == "image/jpeg"

@@ -192,3 +192,56 @@ def test_swap_version_under_load(server, client, run_dir_b, good_images):
     assert client.predict("fer", good_images["rgb_png"]).body["model_version"] == new_version
     models = server_status(settings)["models"]["fer"]
     assert [entry["version"] for entry in models] == [new_version]
+
+
+def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
+    """docs/serving.md's curl block, typed as a user would (only the port differs), answers a label."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tests.serving.conftest import encode, face_array
+
+    settings, _, _ = server
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
+    block = re.search(r"curl:\s*```bash\n(.*?)```", doc, re.S).group(1)
+    assert "Content-Type: application/octet-stream" in block
+    port = settings.inference_url.rsplit(":", 1)[1]
+    script = block.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    (tmp_path / ".fer" / "torchserve").mkdir(parents=True)
+    shutil.copyfile(settings.key_file, tmp_path / ".fer" / "torchserve" / "key_file.json")
+    (tmp_path / "face.jpg").write_bytes(encode(Image.fromarray(face_array()), "JPEG"))
+    shell_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env=shell_env)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["label"] in answer["probabilities"]
+
+
+def test_start_fails_loudly_when_no_worker_can_load_the_model(run_dir, tmp_path):
+    """A model whose worker cannot load (weights that do not match meta.json's hash): `start_server`
+    raises instead of reporting a server that answers nothing, and leaves no TorchServe behind."""
+    import shutil
+
+    from fer_core.serving.client import ServeError
+
+    broken = tmp_path / "broken_run"
+    shutil.copytree(run_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)
+    settings = ServerSettings.from_config(SERVE, home=tmp_path / "torchserve", model_store=tmp_path / "store",
+                                          inference_port=free_port(), management_port=free_port(),
+                                          metrics_port=free_port(), grpc_inference_port=free_port(),
+                                          grpc_management_port=free_port())
+    mar = build_mar(resolve_run(broken), settings.model_store, SERVE)
+    try:
+        with pytest.raises(ServeError, match="no ready worker|exited"):
+            start_server(settings, [mar.name], timeout=30)
+        assert not server_status(settings)["running"]
+    finally:
+        stop_server(settings)
