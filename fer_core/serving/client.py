@@ -67,31 +67,63 @@ class Answer:
         return self.status == 200
 
 
-class TorchServeClient:
-    """Inference + management calls with the bearer keys; one requests.Session (keep-alive)."""
+TOKEN_FAILED = "Token Authorization failed"
 
-    def __init__(self, inference_url: str, management_url: str, keys: Keys, timeout: float = 60.0) -> None:
+
+class TorchServeClient:
+    """Inference + management calls with the bearer keys; one requests.Session (keep-alive).
+
+    With `key_file` (a local TorchServe's key_file.json), a call refused for its token is retried once
+    after renewing the key: re-read from the file when another client renewed it, else renewed through
+    TorchServe's token API with the API key (keys expire after serve.token_expiration_min).
+    """
+
+    def __init__(self, inference_url: str, management_url: str, keys: Keys, timeout: float = 60.0,
+                 key_file: str | Path | None = None) -> None:
         self.inference_url = inference_url.rstrip("/")
         self.management_url = management_url.rstrip("/")
         self.keys = keys
         self.timeout = timeout
+        self.key_file = Path(key_file) if key_file else None
         self.session = requests.Session()
 
     def _auth(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
+    def _send(self, kind: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One call with the `kind` key ("inference" or "management"); renew and retry once if refused."""
+        headers = kwargs.pop("headers", {})
+        response = self.session.request(method, url, headers={**headers, **self._auth(getattr(self.keys, kind))},
+                                        **kwargs)
+        if response.status_code == 400 and TOKEN_FAILED in response.text and self.key_file is not None:
+            self.renew_key(kind)
+            response = self.session.request(method, url, headers={**headers, **self._auth(getattr(self.keys, kind))},
+                                            **kwargs)
+        return response
+
+    def renew_key(self, kind: str) -> None:
+        """A fresh `kind` key: the key file's when it changed, else one from the token API."""
+        current = getattr(self.keys, kind)
+        self.keys = read_keys(self.key_file)
+        if getattr(self.keys, kind) != current:
+            return
+        response = self.session.post(f"{self.management_url}/token", params={"type": kind},
+                                     headers=self._auth(self.keys.api), timeout=self.timeout)
+        if response.status_code != 200:
+            raise ServeError(f"renewing the {kind} key answered {response.status_code}: {_message(response)}",
+                             response.status_code)
+        self.keys = read_keys(self.key_file)
+
     def ping(self) -> dict[str, Any]:
-        response = self.session.get(f"{self.inference_url}/ping", headers=self._auth(self.keys.inference),
-                                    timeout=self.timeout)
+        response = self._send("inference", "GET", f"{self.inference_url}/ping", timeout=self.timeout)
         if response.status_code != 200:
             raise ServeError(f"/ping answered {response.status_code}: {_message(response)}", response.status_code)
         return response.json()
 
     def predict(self, model_name: str, image: bytes, version: str | None = None) -> Answer:
         path = f"/predictions/{model_name}" + (f"/{version}" if version else "")
-        response = self.session.post(f"{self.inference_url}{path}", data=image, timeout=self.timeout,
-                                     headers={**self._auth(self.keys.inference),
-                                              "Content-Type": "application/octet-stream"})
+        response = self._send("inference", "POST", f"{self.inference_url}{path}", data=image, timeout=self.timeout,
+                              headers={"Content-Type": "application/octet-stream"})
         try:
             body = response.json()
         except ValueError:
@@ -99,8 +131,8 @@ class TorchServeClient:
         return Answer(response.status_code, body)
 
     def _management(self, method: str, path: str, ok: tuple[int, ...] = (200,), **params: Any) -> Any:
-        response = self.session.request(method, f"{self.management_url}{path}", params=params or None,
-                                        headers=self._auth(self.keys.management), timeout=max(self.timeout, 300))
+        response = self._send("management", method, f"{self.management_url}{path}", params=params or None,
+                              timeout=max(self.timeout, 300))
         if response.status_code not in ok:
             raise ServeError(f"{method} {path} answered {response.status_code}: {_message(response)}",
                              response.status_code)

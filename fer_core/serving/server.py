@@ -130,7 +130,7 @@ def _running_pid(settings: ServerSettings) -> int | None:
 
 def client_for(settings: ServerSettings, timeout: float = 60.0) -> TorchServeClient:
     return TorchServeClient(settings.inference_url, settings.management_url, read_keys(settings.key_file),
-                            timeout=timeout)
+                            timeout=timeout, key_file=settings.key_file)
 
 
 def _log_tail(settings: ServerSettings, lines: int = 40) -> str:

@@ -48,7 +48,8 @@ def server(run_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(server):
     settings, _, _ = server
-    return TorchServeClient(settings.inference_url, settings.management_url, read_keys(settings.key_file))
+    return TorchServeClient(settings.inference_url, settings.management_url, read_keys(settings.key_file),
+                            key_file=settings.key_file)
 
 
 def test_rest_equals_in_process(server, client, run_dir, good_images):
@@ -245,3 +246,34 @@ def test_start_fails_loudly_when_no_worker_can_load_the_model(run_dir, tmp_path)
         assert not server_status(settings)["running"]
     finally:
         stop_server(settings)
+
+
+def test_a_client_keeps_serving_across_key_renewals(server, good_images):
+    """Keys expire (serve.token_expiration_min) or get renewed by someone else: a client made by
+    client_for renews through the key file or TorchServe's token API instead of failing with 400."""
+    import json
+
+    from fer_core.serving.server import client_for
+
+    settings, _, _ = server
+    patient = client_for(settings)
+    assert patient.predict("fer", good_images["rgb_png"]).status == 200
+    stale = patient.keys.inference
+    # another client renews the inference key: ours is now refused by TorchServe
+    other = client_for(settings)
+    other.renew_key("inference")
+    assert other.keys.inference != stale
+    bare = requests.post(f"{settings.inference_url}/predictions/fer", data=good_images["rgb_png"], timeout=30,
+                         headers={"Authorization": f"Bearer {stale}", "Content-Type": "application/octet-stream"})
+    assert bare.status_code == 400
+    assert patient.predict("fer", good_images["rgb_png"]).status == 200  # re-read from the key file
+    # a key file left behind with a dead key (as after expiry): renewed through the token API
+    saved = json.loads(settings.key_file.read_text())
+    renewed = client_for(settings)
+    renewed.renew_key("inference")
+    saved_with_dead_key = {**saved, "inference": {**saved["inference"], "key": renewed.keys.inference}}
+    renewed.renew_key("inference")  # the key in saved_with_dead_key is now dead
+    settings.key_file.write_text(json.dumps(saved_with_dead_key))
+    expired = client_for(settings)
+    assert expired.predict("fer", good_images["rgb_png"]).status == 200
+    assert expired.ping()["status"] == "Healthy"
