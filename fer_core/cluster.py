@@ -49,3 +49,9 @@ MLFLOW_SERVER_SECRET_KEYS = ("MLFLOW_FLASK_SERVER_SECRET_KEY",)
 # Pods carrying this label may reach the TorchServe management API (NetworkPolicy in k8s/base);
 # the pipeline puts it on every step's pod.
 PIPELINE_POD_LABEL = ("fer-mlops/pipeline", "true")
+# ...and only from namespaces carrying this label: `fer` itself and the Kubeflow profile namespaces an
+# administrator labels (`kubectl label namespace <profile> fer-mlops/pipelines=allowed`); a pod that
+# sets the pod label in any other namespace gets nowhere.
+PIPELINE_NAMESPACE_LABEL = ("fer-mlops/pipelines", "allowed")
+# Namespaces whose pods may scrape TorchServe's metrics port (Prometheus); label them likewise.
+METRICS_NAMESPACE_LABEL = ("fer-mlops/metrics", "allowed")

@@ -223,6 +223,11 @@ def test_gateway_in_front_of_real_torchserve_with_the_cluster_config(tmp_path):
         assert answer.status_code == 200 and answer.json() == {"models": []}
         missing = requests.post(f"{management}?url=absent.mar", headers=bearer("cluster-token"), timeout=30)
         assert missing.status_code == 404 and "absent.mar" in missing.json()["message"]
+        # allowed_urls: nothing is fetched from outside the model store
+        remote = requests.post(f"{management}?url=https://203.0.113.9/evil.mar", headers=bearer("cluster-token"),
+                               timeout=30)
+        assert 400 <= remote.status_code < 500, remote.text
+        assert "allowed" in remote.json()["message"].lower(), remote.text
     finally:
         gateway.terminate()
         gateway.wait(timeout=10)

@@ -260,8 +260,19 @@ def test_network_policies_keep_management_and_database_internal(target):
     deny = one(objects, "NetworkPolicy", "default-deny-ingress")
     assert deny["spec"]["podSelector"] == {} and "ingress" not in deny["spec"]
     key, value = cluster.PIPELINE_POD_LABEL
+    ns_key, ns_value = cluster.PIPELINE_NAMESPACE_LABEL
     management = _ingress_sources(objects, cluster.TORCHSERVE_SERVICE, urlparse(cluster.TORCHSERVE_MANAGEMENT_IN_CLUSTER).port)
     assert management and all(peer.get("podSelector", {}).get("matchLabels") == {key: value} for peer in management)
+    # a pod label alone is not enough: the namespace must be one labelled for pipelines
+    assert all(peer.get("namespaceSelector", {}).get("matchLabels") == {ns_key: ns_value} for peer in management)
+    namespace = one(objects, "Namespace", cluster.NAMESPACE)
+    assert namespace["metadata"]["labels"][ns_key] == ns_value
+    for app, port in ((cluster.MLFLOW_SERVICE, 5000), ("minio", 9000)):
+        for peer in _ingress_sources(objects, app, port):
+            assert "namespaceSelector" not in peer or peer["namespaceSelector"].get("matchLabels") == {ns_key: ns_value}
+    metrics_key, metrics_value = cluster.METRICS_NAMESPACE_LABEL
+    assert _ingress_sources(objects, cluster.TORCHSERVE_SERVICE, 8082) == [
+        {"namespaceSelector": {"matchLabels": {metrics_key: metrics_value}}}]
     database = _ingress_sources(objects, cluster.POSTGRES_SERVICE, 5432)
     assert database == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": cluster.MLFLOW_SERVICE}}}]
     for svc in find(objects, "Service"):
