@@ -2,16 +2,18 @@
 
 Why it exists: TorchServe 0.12 keeps token authorization on, but makes its own random keys at start
 (key_file.json in its working directory), one set per pod. Clients of a Deployment with several
-replicas need ONE token that an operator controls: the Secret fer-torchserve-token. TorchServe
-listens on the pod's loopback only; this gateway listens on the pod IP, checks the client's
-`Authorization: Bearer <token>` against the Secret (mounted as a file), and forwards the request with
-the pod's own TorchServe key. TorchServe's own check stays on behind it.
+replicas need tokens that an operator controls: the Secret fer-torchserve-token, key `token` for
+inference and key `management-token` for the management API (two tokens: an app holding the
+inference token cannot register models). TorchServe listens on the pod's loopback only; this gateway
+listens on the pod IP, checks the client's `Authorization: Bearer <token>` against the route's token
+(mounted as a file), and forwards the request with the pod's own TorchServe key. TorchServe's own
+check stays on behind it.
 
 `GET /healthz` (inference listener only) is the one path without a token: it answers 200 when
 TorchServe's /ping says Healthy and 503 otherwise, and tells nothing else; the kubelet probes it.
 
 Standard library only, so it runs in the TorchServe image with nothing more to install.
-Environment: FER_GATEWAY_TOKEN_FILE, FER_GATEWAY_KEY_FILE, FER_GATEWAY_INFERENCE and
+Environment: FER_GATEWAY_TOKEN_FILE (inference), FER_GATEWAY_MANAGEMENT_TOKEN_FILE, FER_GATEWAY_KEY_FILE, FER_GATEWAY_INFERENCE and
 FER_GATEWAY_MANAGEMENT ("listen_host:port=upstream_host:port"), FER_GATEWAY_MAX_BODY (bytes).
 """
 
@@ -200,7 +202,8 @@ def make_handler(route: Route, token: ClientToken, keys: TorchServeKeys, max_bod
             if not allowed:
                 self.close_connection = True
                 self._reply(401, {"code": 401, "type": "Unauthorized",
-                                  "message": "send Authorization: Bearer <token of Secret fer-torchserve-token>"})
+                                  "message": f"send Authorization: Bearer <{route.kind} token of Secret "
+                                             f"fer-torchserve-token>"})
                 return
             body = self._read_body()
             if body is None:
@@ -231,11 +234,14 @@ def make_handler(route: Route, token: ClientToken, keys: TorchServeKeys, max_bod
     return Handler
 
 
-def build_servers(routes: list[Route], token: ClientToken, keys: TorchServeKeys,
+def build_servers(routes: list[Route], tokens: dict[str, ClientToken], keys: TorchServeKeys,
                   max_body: int) -> list[ThreadingHTTPServer]:
+    """One listener per route, each checking its own kind's token (inference or management)."""
     servers = []
     for route in routes:
-        server = ThreadingHTTPServer(route.listen, make_handler(route, token, keys, max_body))
+        if route.kind not in tokens:
+            raise GatewayError(f"no token configured for the {route.kind} route")
+        server = ThreadingHTTPServer(route.listen, make_handler(route, tokens[route.kind], keys, max_body))
         server.daemon_threads = True
         servers.append(server)
     return servers
@@ -250,12 +256,16 @@ def _env(name: str) -> str:
 
 def main() -> int:
     try:
-        token = ClientToken(Path(_env("FER_GATEWAY_TOKEN_FILE")))
+        tokens = {"inference": ClientToken(Path(_env("FER_GATEWAY_TOKEN_FILE"))),
+                  "management": ClientToken(Path(_env("FER_GATEWAY_MANAGEMENT_TOKEN_FILE")))}
+        if tokens["inference"].current() == tokens["management"].current():
+            raise GatewayError("the inference and management tokens are the same; give the management API "
+                               "its own token (Secret fer-torchserve-token, key management-token)")
         keys = TorchServeKeys(Path(_env("FER_GATEWAY_KEY_FILE")))
         routes = [parse_route("inference", _env("FER_GATEWAY_INFERENCE")),
                   parse_route("management", _env("FER_GATEWAY_MANAGEMENT"))]
         max_body = int(os.environ.get("FER_GATEWAY_MAX_BODY", "10485760"))
-        servers = build_servers(routes, token, keys, max_body)
+        servers = build_servers(routes, tokens, keys, max_body)
     except (GatewayError, OSError, ValueError) as exc:
         print(f"fer-gateway: error: {exc}", file=sys.stderr)
         return 2

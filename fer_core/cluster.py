@@ -20,7 +20,8 @@ S3_SECRET = "fer-s3-credentials"          # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 MLFLOW_SECRET = "fer-mlflow-credentials"  # MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD
 MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-TORCHSERVE_TOKEN_SECRET = "fer-torchserve-token"  # key: token
+TORCHSERVE_TOKEN_SECRET = "fer-torchserve-token"  # keys: token (inference), management-token
+TORCHSERVE_TOKEN_KEYS = ("token", "management-token")
 
 # In-cluster services.
 MINIO_SERVICE = "minio"

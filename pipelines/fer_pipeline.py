@@ -49,7 +49,7 @@ def _secrets(task: dsl.PipelineTask, *, s3: bool = False, mlflow: bool = False, 
     if mlflow:
         kubernetes.use_secret_as_env(task, cluster.MLFLOW_SECRET, {key: key for key in cluster.MLFLOW_SECRET_KEYS})
     if torchserve:
-        kubernetes.use_secret_as_env(task, cluster.TORCHSERVE_TOKEN_SECRET, {"token": "TORCHSERVE_MANAGEMENT_TOKEN"})
+        kubernetes.use_secret_as_env(task, cluster.TORCHSERVE_TOKEN_SECRET, {"management-token": "TORCHSERVE_MANAGEMENT_TOKEN"})
 
 
 def _step(task: dsl.PipelineTask, name: str, *, cpu: str = "1", memory: str = "2Gi") -> dsl.PipelineTask:

@@ -71,12 +71,14 @@ def stack(tmp_path):
     """Two fake TorchServe listeners + the gateway in front of them; yields (urls, files)."""
     gateway = load_gateway()
     token_file, key_file = tmp_path / "token", tmp_path / "key_file.json"
+    management_token_file = tmp_path / "management-token"
     token_file.write_text("client-secret-token\n", encoding="utf-8")
+    management_token_file.write_text("admin-secret-token\n", encoding="utf-8")
     key_file.write_text(json.dumps(KEYS), encoding="utf-8")
     upstreams = {"inference": fake_torchserve("inf-key"), "management": fake_torchserve("man-key")}
     routes = [gateway.Route(kind, ("127.0.0.1", 0), upstreams[kind].server_address[:2]) for kind in upstreams]
-    servers = gateway.build_servers(routes, gateway.ClientToken(token_file), gateway.TorchServeKeys(key_file),
-                                    max_body=1024)
+    tokens = {"inference": gateway.ClientToken(token_file), "management": gateway.ClientToken(management_token_file)}
+    servers = gateway.build_servers(routes, tokens, gateway.TorchServeKeys(key_file), max_body=1024)
     running = list(upstreams.values()) + servers
     for server in running:
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -108,10 +110,19 @@ def test_the_secret_token_is_swapped_for_torchserves_own_key(stack):
     assert answer.json() == {"method": "POST", "path": "/predictions/fer", "body": "\x89PNG-bytes",
                              "content_type": "application/octet-stream"}
     registered = requests.post(f"{urls['management']}/models?url=fer.mar&initial_workers=1",
-                               headers=bearer("client-secret-token"))
+                               headers=bearer("admin-secret-token"))
     assert registered.status_code == 200 and registered.json()["path"] == "/models?url=fer.mar&initial_workers=1"
-    missing = requests.get(f"{urls['management']}/missing/fer", headers=bearer("client-secret-token"))
+    missing = requests.get(f"{urls['management']}/missing/fer", headers=bearer("admin-secret-token"))
     assert missing.status_code == 404 and missing.json()["message"] == "Model not found"  # passed through
+
+
+def test_each_route_takes_only_its_own_token(stack):
+    """An app holding the inference token cannot register models; the management token is no way to
+    predictions either."""
+    urls, _ = stack
+    assert requests.post(f"{urls['management']}/models?url=fer.mar", headers=bearer("client-secret-token")).status_code == 401
+    assert requests.post(f"{urls['inference']}/predictions/fer", data=b"x",
+                         headers=bearer("admin-secret-token")).status_code == 401
 
 
 def test_chunked_bodies_are_forwarded_and_oversized_ones_refused(stack):
@@ -147,10 +158,16 @@ def test_rotated_token_and_keys_are_picked_up_without_restart(stack):
 def test_gateway_refuses_to_start_with_a_placeholder_token(tmp_path):
     token = tmp_path / "token"
     token.write_text("REPLACE_ME", encoding="utf-8")
+    management = tmp_path / "management-token"
+    management.write_text("admin", encoding="utf-8")
     env = {**os.environ, "FER_GATEWAY_TOKEN_FILE": str(token), "FER_GATEWAY_KEY_FILE": str(tmp_path / "k.json"),
+           "FER_GATEWAY_MANAGEMENT_TOKEN_FILE": str(management),
            "FER_GATEWAY_INFERENCE": "127.0.0.1:0=127.0.0.1:1", "FER_GATEWAY_MANAGEMENT": "127.0.0.1:0=127.0.0.1:2"}
     result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "holds no real token ('REPLACE_ME')" in result.stderr
+    token.write_text("admin", encoding="utf-8")  # the same value for both routes
+    result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "tokens are the same" in result.stderr
     env["FER_GATEWAY_INFERENCE"] = "8080"
     token.write_text("real", encoding="utf-8")
     result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
@@ -202,6 +219,7 @@ def test_gateway_in_front_of_real_torchserve_with_the_cluster_config(tmp_path):
         "grpc_inference_port": str(port["grpc_i"]), "grpc_management_port": str(port["grpc_m"]),
         "model_store": str(store)}), encoding="utf-8")
     (tmp_path / "token").write_text("cluster-token", encoding="utf-8")
+    (tmp_path / "management-token").write_text("cluster-admin-token", encoding="utf-8")
     log = tmp_path / "torchserve.log"
     with open(log, "wb") as log_handle:
         torchserve = subprocess.Popen(
@@ -210,6 +228,7 @@ def test_gateway_in_front_of_real_torchserve_with_the_cluster_config(tmp_path):
             stdin=subprocess.DEVNULL, start_new_session=True)
     gateway = subprocess.Popen([sys.executable, str(GATEWAY)], stdin=subprocess.DEVNULL, env={
         **os.environ, "FER_GATEWAY_TOKEN_FILE": str(tmp_path / "token"),
+        "FER_GATEWAY_MANAGEMENT_TOKEN_FILE": str(tmp_path / "management-token"),
         "FER_GATEWAY_KEY_FILE": str(work / "key_file.json"),
         "FER_GATEWAY_INFERENCE": f"127.0.0.1:{port['gw_i']}=127.0.0.1:{port['inference']}",
         "FER_GATEWAY_MANAGEMENT": f"127.0.0.1:{port['gw_m']}=127.0.0.1:{port['management']}"})
@@ -219,12 +238,12 @@ def test_gateway_in_front_of_real_torchserve_with_the_cluster_config(tmp_path):
         _wait_for(f"http://127.0.0.1:{port['gw_i']}/healthz", 200, 30, torchserve, log)
         management = f"http://127.0.0.1:{port['gw_m']}/models"
         assert requests.get(management, timeout=10).status_code == 401
-        answer = requests.get(management, headers=bearer("cluster-token"), timeout=10)
+        answer = requests.get(management, headers=bearer("cluster-admin-token"), timeout=10)
         assert answer.status_code == 200 and answer.json() == {"models": []}
-        missing = requests.post(f"{management}?url=absent.mar", headers=bearer("cluster-token"), timeout=30)
+        missing = requests.post(f"{management}?url=absent.mar", headers=bearer("cluster-admin-token"), timeout=30)
         assert missing.status_code == 404 and "absent.mar" in missing.json()["message"]
         # allowed_urls: nothing is fetched from outside the model store
-        remote = requests.post(f"{management}?url=https://203.0.113.9/evil.mar", headers=bearer("cluster-token"),
+        remote = requests.post(f"{management}?url=https://203.0.113.9/evil.mar", headers=bearer("cluster-admin-token"),
                                timeout=30)
         assert 400 <= remote.status_code < 500, remote.text
         assert "allowed" in remote.json()["message"].lower(), remote.text

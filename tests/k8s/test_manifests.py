@@ -155,7 +155,7 @@ def test_secrets_are_templates_without_values():
         assert not find(render(target), "Secret"), f"k8s/{target} must not carry Secrets (k8s/secrets has templates)"
     secrets = find(render(SECRETS), "Secret")
     expected = {cluster.S3_SECRET: set(cluster.S3_SECRET_KEYS), cluster.MLFLOW_SECRET: set(cluster.MLFLOW_SECRET_KEYS),
-                cluster.TORCHSERVE_TOKEN_SECRET: {"token"}, cluster.POSTGRES_SECRET: set(cluster.POSTGRES_SECRET_KEYS),
+                cluster.TORCHSERVE_TOKEN_SECRET: set(cluster.TORCHSERVE_TOKEN_KEYS), cluster.POSTGRES_SECRET: set(cluster.POSTGRES_SECRET_KEYS),
                 cluster.MLFLOW_SERVER_SECRET: set(cluster.MLFLOW_SERVER_SECRET_KEYS)}
     assert {s["metadata"]["name"]: set(s["stringData"]) for s in secrets} == expected
     for secret in secrets:
@@ -233,6 +233,7 @@ def test_torchserve_keeps_token_auth_and_hides_its_apis_behind_the_gateway(targe
     assert token_volume["secret"]["secretName"] == cluster.TORCHSERVE_TOKEN_SECRET
     token_mount = next(m for m in gateway["volumeMounts"] if m["name"] == token_volume["name"])
     assert env["FER_GATEWAY_TOKEN_FILE"] == f"{token_mount['mountPath']}/token"
+    assert env["FER_GATEWAY_MANAGEMENT_TOKEN_FILE"] == f"{token_mount['mountPath']}/management-token"
     service_ports = {p["name"]: p["port"] for p in one(objects, "Service", cluster.TORCHSERVE_SERVICE)["spec"]["ports"]}
     assert service_ports["management"] == urlparse(cluster.TORCHSERVE_MANAGEMENT_IN_CLUSTER).port
     assert service_ports["inference"] == int(env["FER_GATEWAY_INFERENCE"].split("=")[0].rsplit(":")[1])
@@ -334,5 +335,5 @@ def test_deploy_doc_creates_every_secret_the_templates_list():
         name = secret["metadata"]["name"]
         command = re.search(rf"create secret generic {name} \\\n((?:\s+--from-literal=.+\n)+)", doc)
         assert command, f"docs/deploy.md does not show `kubectl create secret generic {name}`"
-        keys = set(re.findall(r"--from-literal=([A-Za-z_]+)=", command.group(1)))
+        keys = set(re.findall(r"--from-literal=([A-Za-z_-]+)=", command.group(1)))
         assert keys == set(secret["stringData"]), f"docs/deploy.md: {name} keys {keys}"
