@@ -21,9 +21,9 @@ from fer_core.config import Config
 from fer_core.profiles import CPU_PROFILE
 
 # The method's CPU profile (fer_core/profiles.py: 48 px, small stem, global head pooling, clipped class
-# weights, mixing after 4 of 10 epochs) on a 30 % RAF-DB-sized synthetic set with clean labels: about
+# weights, mixing after 4 of 12 epochs) on a 30 % RAF-DB-sized synthetic set with clean labels: about
 # 10 minutes on 2 cores. Label noise is the ablation's subject (bench/ablation.py): with 10 % of train
-# labels flipped, validation (carved from train) is noisy too and 10 epochs reach 0.74 test accuracy.
+# labels flipped, validation (carved from train) is noisy too and 10 epochs reached 0.74 test accuracy.
 # params.yaml's own defaults are the paper's GPU settings. Override any key with --set; these only fill
 # what was not set.
 DEMO_PROFILE = {
