@@ -40,6 +40,20 @@ STEP = textwrap.dedent("""
 """ % (NAME, METRIC))
 
 
+@pytest.fixture(autouse=True)
+def restore_tracking_uri():
+    """These tests point fer_core.tracking at a server that stops with the module: put back what was set."""
+    import mlflow
+
+    from fer_core.tracking import runs
+
+    saved = (runs._configured_uri, mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    yield
+    runs._configured_uri = saved[0]
+    mlflow.set_tracking_uri(saved[1])
+    mlflow.set_registry_uri(saved[2])
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("mlflow_server")

@@ -105,8 +105,9 @@ def test_registered_model_loads_without_unpickling(planted, tmp_path, fer_home):
     from fer_core.tracking.model import log_fer_model
 
     run, marker = planted
-    tracking = f"sqlite:///{fer_home / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking)
+    from fer_core import tracking as fer_tracking
+
+    tracking = fer_tracking.configure(f"sqlite:///{fer_home / 'mlflow.db'}")
     client = MlflowClient(tracking)
     experiment = client.create_experiment("safety", artifact_location=(fer_home / "artifacts").as_uri())
     mlflow_run = client.create_run(experiment)
