@@ -82,12 +82,52 @@ def _eligible(version) -> float | None:
         return None
 
 
+def _retrying(write, *args, attempts: int = 5) -> None:
+    """An idempotent registry write, retried: two gates writing the same tag at once can make the
+    store's upsert fail (sqlite: UNIQUE constraint) although the value would be the same."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            write(*args)
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+MANUAL_TAG = "gate.manual_since"  # registered-model tag: versions up to it lost to a manual choice
+
+
+def _manual_since(model_name: str) -> int:
+    """The highest version number that existed when the champion was last set by hand (0 if never)."""
+    try:
+        tags = client().get_registered_model(model_name).tags or {}
+    except MlflowException:
+        return 0
+    try:
+        return int(tags.get(MANUAL_TAG, 0))
+    except ValueError:
+        return 0
+
+
+def _mark_manual(model_name: str) -> None:
+    """A manual champion choice (set_champion, rollback_champion) holds against every version that
+    exists now: only versions registered after it compete with it at the next gate."""
+    versions = client().search_model_versions(f"name='{model_name}'")
+    highest = max((int(v.version) for v in versions), default=0)
+    client().set_registered_model_tag(model_name, MANUAL_TAG, str(highest))
+
+
 def _best_gated(model_name: str, metric_name: str):
-    """(version, value) of the best version that passed its gate on `metric_name`; ties go to the
-    oldest version (a tie never moves the champion). None when no version passed."""
+    """(version, value) of the best version that passed its gate on `metric_name` and was registered
+    after the last manual champion choice; ties go to the oldest version (a tie never moves the
+    champion). None when no version qualifies."""
     best = None
+    since = _manual_since(model_name)
     for version in client().search_model_versions(f"name='{model_name}'"):
-        if (version.tags or {}).get("gate.metric") != metric_name:
+        if (version.tags or {}).get("gate.metric") != metric_name or int(version.version) <= since:
             continue
         value = _eligible(version)
         if value is None:
@@ -118,7 +158,11 @@ def converge_champion(model_name: str, metric_name: str) -> tuple[str | None, st
             return previous, first_previous, first_value
         if str(best[0].version) == previous:
             return previous, first_previous, first_value
-        mlflow_client.set_registered_model_alias(model_name, CHAMPION, str(best[0].version))
+        # the crowned version records what it replaces before the alias moves (rollback reads it)
+        crowned = str(best[0].version)
+        _retrying(mlflow_client.set_model_version_tag, model_name, crowned, "gate.promoted", "true")
+        _retrying(mlflow_client.set_model_version_tag, model_name, crowned, "gate.previous_champion", previous or "")
+        _retrying(mlflow_client.set_registered_model_alias, model_name, CHAMPION, crowned)
     raise RuntimeError(f"{model_name}: champion alias still moving after {CONVERGE_ROUNDS} rounds")
 
 
@@ -156,27 +200,30 @@ def register_and_gate(model_uri: str, model_name: str, *, metric_name: str, metr
     tags = {"gate.metric": metric_name, "gate.value": repr(metric_value), "gate.floor": repr(float(floor)),
             "gate.passed": str(passed).lower()}
     for key, value in tags.items():
-        mlflow_client.set_model_version_tag(model_name, version, key, value)
-    mlflow_client.set_registered_model_alias(model_name, CANDIDATE, version)
+        _retrying(mlflow_client.set_model_version_tag, model_name, version, key, value)
+    _retrying(mlflow_client.set_registered_model_alias, model_name, CANDIDATE, version)
 
     champion, previous, previous_value = converge_champion(model_name, metric_name)
-    promoted = champion == version and previous != version
+    own_tags = mlflow_client.get_model_version(model_name, version).tags or {}
+    promoted = champion == version and own_tags.get("gate.promoted") == "true"
+    if promoted and previous == version:  # crowned by a concurrent gate or an earlier attempt of this run
+        previous = own_tags.get("gate.previous_champion") or None
+        previous_value = version_metric(model_name, previous, metric_name) if previous else None
     if not passed:
         reason = f"{metric_name} {metric_value:.4f} is below the floor {floor:.4f}"
     elif promoted and previous is None:
         reason = f"first version to pass the floor ({metric_name} {metric_value:.4f} >= {floor:.4f})"
-    elif promoted:
+    elif promoted and previous_value is not None:
         reason = f"{metric_name} {metric_value:.4f} beats champion v{previous} ({previous_value:.4f})"
     elif champion == version:
-        reason = f"already champion ({metric_name} {metric_value:.4f})"
+        reason = f"champion ({metric_name} {metric_value:.4f})"
     else:
         champion_value = version_metric(model_name, champion, metric_name) if champion else None
         reason = (f"{metric_name} {metric_value:.4f} does not beat champion v{champion} ({champion_value:.4f})"
                   if champion_value is not None else f"{metric_name} {metric_value:.4f}: no champion")
-    mlflow_client.set_model_version_tag(model_name, version, "gate.promoted", str(promoted).lower())
-    mlflow_client.set_model_version_tag(model_name, version, "gate.reason", reason)
-    mlflow_client.set_model_version_tag(model_name, version, "gate.previous_champion",
-                                        (previous or "") if promoted else "")
+    if champion != version:  # a crowned version keeps the promotion tags converge_champion wrote
+        _retrying(mlflow_client.set_model_version_tag, model_name, version, "gate.promoted", "false")
+    _retrying(mlflow_client.set_model_version_tag, model_name, version, "gate.reason", reason)
     verdict = "champion" if champion == version else "candidate only"
     mlflow_client.update_model_version(model_name, version, description=f"Quality gate: {verdict}. {reason}.")
     return GateDecision(name=model_name, version=version, promoted=promoted, reason=reason,
@@ -201,6 +248,7 @@ def set_champion(model_name: str, version: str | int, *, reason: str = "set by h
     if (mlflow_client.get_model_version(model_name, version).tags or {}).get("gate.rolled_back"):
         mlflow_client.delete_model_version_tag(model_name, version, "gate.rolled_back")
     mlflow_client.set_model_version_tag(model_name, version, "gate.previous_champion", previous or "")
+    _mark_manual(model_name)
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
     return previous
 
@@ -217,5 +265,6 @@ def rollback_champion(model_name: str) -> str:
         raise ValueError(f"{model_name} v{champion.version} replaced no earlier champion; "
                          f"pick one with set_champion({model_name!r}, VERSION)")
     mlflow_client.set_model_version_tag(model_name, str(champion.version), "gate.rolled_back", "true")
+    _mark_manual(model_name)
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, previous)
     return previous

@@ -135,6 +135,17 @@ def test_concurrent_gates_crown_the_best_and_a_retry_registers_nothing(mlflow_se
     gate_at_once(mlflow_server, [(more[0], 0.57), (more[1], 0.65)])
     champion = client.get_model_version_by_alias(NAME, "champion")
     assert champion.tags["fer.run_id"] == more[1][0]
+    # whoever crowned it recorded what it replaced: a rollback returns to the champion before it (the
+    # 0.60 version, or the 0.57 one if that gate crowned it for a moment in between)
+    from fer_core import tracking
+
+    tracking.configure(mlflow_server)
+    restored = tracking.rollback_champion(NAME)
+    assert client.get_model_version(NAME, restored).tags["fer.run_id"] in (run_ids[1], more[0][0])
+    # a manual choice holds against versions that already exist: a later, worse gate leaves it alone
+    [(late, late_uri)] = make_runs(mlflow_server, 1)
+    gate_at_once(mlflow_server, [((late, late_uri), 0.56)])
+    assert client.get_model_version_by_alias(NAME, "champion").version == restored
 
 
 def test_a_champion_without_a_recorded_metric_is_an_error(mlflow_server):
