@@ -76,7 +76,7 @@ ROWS: list[tuple[str, dict[str, Any]]] = [
 
 PROFILES: dict[str, dict[str, Any]] = {
     # CPU: the method's CPU profile (48 px, small stem, global head pooling, clipped weights) on 15 % of
-    # the RAF-DB list (~1,650 train images), 6 epochs with mixing from epoch 3 (the profile's 10 epochs
+    # the RAF-DB list (~1,650 train images), 6 epochs with mixing from epoch 3 (the profile's 12 epochs
     # mix from epoch 5): ~2 min a run on 2 idle cores, 36 runs.
     "quick": {
         "synth": {"scale": 0.15, "image_size": 100, "seed": 0},

@@ -234,6 +234,25 @@ def make_handler(route: Route, token: ClientToken, keys: TorchServeKeys, max_bod
     return Handler
 
 
+class DistinctToken:
+    """The management token, refused while it equals the inference token (a rotated Secret must not
+    let the inference token into the management API)."""
+
+    def __init__(self, own: ClientToken, other: ClientToken) -> None:
+        self.own, self.other = own, other
+
+    def current(self) -> str:
+        value = self.own.current()
+        if value == self.other.current():
+            raise GatewayError("the inference and management tokens are the same; give the management API "
+                               "its own token (Secret fer-torchserve-token, key management-token)")
+        return value
+
+    def accepts(self, header: str | None) -> bool:
+        self.current()
+        return self.own.accepts(header)
+
+
 def build_servers(routes: list[Route], tokens: dict[str, ClientToken], keys: TorchServeKeys,
                   max_body: int) -> list[ThreadingHTTPServer]:
     """One listener per route, each checking its own kind's token (inference or management)."""
@@ -241,7 +260,10 @@ def build_servers(routes: list[Route], tokens: dict[str, ClientToken], keys: Tor
     for route in routes:
         if route.kind not in tokens:
             raise GatewayError(f"no token configured for the {route.kind} route")
-        server = ThreadingHTTPServer(route.listen, make_handler(route, tokens[route.kind], keys, max_body))
+        token = tokens[route.kind]
+        if route.kind == "management" and "inference" in tokens:
+            token = DistinctToken(token, tokens["inference"])
+        server = ThreadingHTTPServer(route.listen, make_handler(route, token, keys, max_body))
         server.daemon_threads = True
         servers.append(server)
     return servers
@@ -258,9 +280,7 @@ def main() -> int:
     try:
         tokens = {"inference": ClientToken(Path(_env("FER_GATEWAY_TOKEN_FILE"))),
                   "management": ClientToken(Path(_env("FER_GATEWAY_MANAGEMENT_TOKEN_FILE")))}
-        if tokens["inference"].current() == tokens["management"].current():
-            raise GatewayError("the inference and management tokens are the same; give the management API "
-                               "its own token (Secret fer-torchserve-token, key management-token)")
+        DistinctToken(tokens["management"], tokens["inference"]).current()  # refuse to start when equal
         keys = TorchServeKeys(Path(_env("FER_GATEWAY_KEY_FILE")))
         routes = [parse_route("inference", _env("FER_GATEWAY_INFERENCE")),
                   parse_route("management", _env("FER_GATEWAY_MANAGEMENT"))]

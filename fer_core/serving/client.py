@@ -8,6 +8,7 @@ keys) in its working directory, FER_HOME/torchserve here; `read_keys` reads it a
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class TorchServeClient:
         self.timeout = timeout
         self.key_file = Path(key_file) if key_file else None
         self.session = requests.Session()
+        self._renewing = threading.Lock()
 
     def _auth(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
@@ -93,20 +95,30 @@ class TorchServeClient:
     def _send(self, kind: str, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One call with the `kind` key ("inference" or "management"); renew and retry once if refused."""
         headers = kwargs.pop("headers", {})
-        response = self.session.request(method, url, headers={**headers, **self._auth(getattr(self.keys, kind))},
-                                        **kwargs)
+        used = getattr(self.keys, kind)
+        response = self.session.request(method, url, headers={**headers, **self._auth(used)}, **kwargs)
         if response.status_code == 400 and TOKEN_FAILED in response.text and self.key_file is not None:
-            self.renew_key(kind)
+            self.renew_key(kind, refused=used)
             response = self.session.request(method, url, headers={**headers, **self._auth(getattr(self.keys, kind))},
                                             **kwargs)
         return response
 
-    def renew_key(self, kind: str) -> None:
-        """A fresh `kind` key: the key file's when it changed, else one from the token API."""
-        current = getattr(self.keys, kind)
-        self.keys = read_keys(self.key_file)
-        if getattr(self.keys, kind) != current:
-            return
+    def renew_key(self, kind: str, refused: str | None = None) -> None:
+        """A fresh `kind` key: the key file's when it changed, else one from the token API.
+
+        `refused` is the key a call was refused with: when another thread (or process, through the key
+        file) renewed it meanwhile, that key is taken instead of renewing again (each renewal
+        cancels the previous key)."""
+        with self._renewing:
+            current = refused if refused is not None else getattr(self.keys, kind)
+            if getattr(self.keys, kind) != current:
+                return
+            self.keys = read_keys(self.key_file)
+            if getattr(self.keys, kind) != current:
+                return
+            self._renew_through_api(kind)
+
+    def _renew_through_api(self, kind: str) -> None:
         response = self.session.post(f"{self.management_url}/token", params={"type": kind},
                                      headers=self._auth(self.keys.api), timeout=self.timeout)
         if response.status_code != 200:

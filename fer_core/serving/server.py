@@ -171,16 +171,22 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     try:
         wait_healthy(settings, process, timeout)
         if load_models:
-            wait_workers_ready(settings, process, max(timeout - (time.monotonic() - started), 1.0))
+            from fer_core.serving.package import read_mar_manifest
+
+            names = sorted({read_mar_manifest(settings.model_store / name)["model"]["modelName"]
+                            for name in load_models})
+            wait_workers_ready(settings, process, max(timeout - (time.monotonic() - started), 1.0), names)
     except BaseException:
         stop_server(settings)
         raise
     return {"started": True, "pid": process.pid, **server_status(settings)}
 
 
-def wait_workers_ready(settings: ServerSettings, process: subprocess.Popen | None, timeout: float) -> None:
-    """Wait until every registered model has a READY worker: /ping Healthy alone can come before the
-    first worker has loaded its model, and a request then would wait or fail."""
+def wait_workers_ready(settings: ServerSettings, process: subprocess.Popen | None, timeout: float,
+                       names: list[str] | None = None) -> None:
+    """Wait until each model in `names` (default: every registered one) has a READY worker: /ping
+    Healthy alone can come before the first worker has loaded its model, and a request then would
+    wait or fail; a model that never registered is waited for too."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -189,7 +195,8 @@ def wait_workers_ready(settings: ServerSettings, process: subprocess.Popen | Non
                              f"{_log_tail(settings)}")
         status = server_status(settings)
         models = status.get("models") or {}
-        if models and all(any(v["ready_workers"] > 0 for v in versions) for versions in models.values()):
+        wanted = names or list(models)
+        if wanted and all(any(v["ready_workers"] > 0 for v in models.get(name, [])) for name in wanted):
             return
         time.sleep(0.5)
     raise ServeError(f"TorchServe has no ready worker after {timeout:.0f}s (models: {status.get('models')}, "

@@ -10,7 +10,8 @@ numpy array. Output: {"probabilities": float32[N,K] (softmax of the logits, clas
 meta.json's class_names), "uncertainty": float32[N]}. Image decoding and resizing stay in serving
 (`fer_core.serving.inference`); this flavour is for batch scoring and for checking a registry version.
 
-Importing this module does no work; torch loads the program in `load_context`.
+Importing this module builds one (empty) FERPyfuncModel and hands it to `mlflow.models.set_model`,
+as models-from-code requires; the weights load in `load_context`.
 """
 
 from __future__ import annotations

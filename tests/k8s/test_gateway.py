@@ -125,6 +125,14 @@ def test_each_route_takes_only_its_own_token(stack):
                          headers=bearer("admin-secret-token")).status_code == 401
 
 
+def test_a_rotation_to_equal_tokens_closes_the_management_route(stack):
+    urls, files = stack
+    files["token"].write_text("admin-secret-token", encoding="utf-8")  # the Secret rotated to one value
+    os.utime(files["token"], ns=(3, 3))
+    answer = requests.get(f"{urls['management']}/models", headers=bearer("admin-secret-token"))
+    assert answer.status_code == 503 and answer.json()["type"] == "GatewayMisconfigured"
+
+
 def test_chunked_bodies_are_forwarded_and_oversized_ones_refused(stack):
     urls, _ = stack
     answer = requests.post(f"{urls['inference']}/predictions/fer", data=iter([b"ab", b"cd"]),
