@@ -14,7 +14,6 @@ Both forward x[B,3,H,W] -> (logits[B,K], uncertainty[B]) in eval mode (BatchNorm
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fer_core.io import atomic_write_bytes
+from fer_core.io import atomic_write_bytes, sha256_file
 from fer_core.model.network import FERNet
 
 WEIGHTS_FILE = "model.safetensors"
@@ -62,14 +61,6 @@ def export_model(model: FERNet, path: str | os.PathLike, image_size: int) -> Pat
     torch.export.save(program, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return path
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(model: FERNet, path: str | os.PathLike) -> Path:

@@ -17,10 +17,11 @@ import torch
 from PIL import Image
 
 from fer_core.data.images import ImageDecodeError, decode_image
+from fer_core.model.export import WEIGHTS_FILE as MODEL_FILE  # what is served: tensors only
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.safetensors"   # what is served: tensors only (fer_core.model.export)
+
 META_FILE = "meta.json"
 DEFAULT_MAX_IMAGE_PIXELS = 20_000_000
 REQUIRED_META_KEYS = ("class_names", "num_classes", "image_size", "mean", "std", "model")

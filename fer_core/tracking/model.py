@@ -15,9 +15,7 @@ import numpy as np
 
 from fer_core.tracking.runs import client
 
-MODEL_FILE = "model.safetensors"
-PROGRAM_FILE = "model.pt2"
-META_FILE = "meta.json"
+
 FER_CORE = Path(__file__).resolve().parents[1]
 EXAMPLE_BATCH = 2  # torch.export specialises batch 0/1; the example uses 2 as export does
 
@@ -42,6 +40,9 @@ def log_fer_model(run_id: str, run_dir: str | Path, *, artifact_path: str = "fer
     import mlflow.pyfunc
     from mlflow.models import Model, infer_signature
 
+    from fer_core.model.export import PROGRAM_FILE
+    from fer_core.model.export import WEIGHTS_FILE as MODEL_FILE
+    from fer_core.serving.inference import META_FILE
     from fer_core.tracking import pyfunc_model
     from fer_core.tracking.pyfunc_model import META_ARTIFACT, MODEL_ARTIFACT, PROGRAM_ARTIFACT, FERPyfuncModel
 

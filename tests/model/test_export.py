@@ -9,7 +9,8 @@ import torch
 
 from fer_core.config import ModelConfig
 from fer_core.model import build_model
-from fer_core.model.export import InferenceModel, export_model, load_exported, sha256_file
+from fer_core.io import sha256_file
+from fer_core.model.export import InferenceModel, export_model, load_exported
 
 SIZE = 32
 
