@@ -17,14 +17,14 @@ def deploy(enabled: bool, model_name: str, config: dict, mlflow_tracking_uri: st
         print("deploy switched off for this run; the champion stays where it is")
         return ""
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import management_token, use_endpoints
+    from fer_core.pipeline_io import use_endpoints
     from fer_core.steps import deploy_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
     result = deploy_step(f"models:/{model_name}@champion", from_dict(config), out_dir=mar.path,
                          tracking_uri=mlflow_tracking_uri or None, model_store=model_store,
                          management_url=torchserve_management_url,
-                         token=management_token(torchserve_key_file) if torchserve_management_url else "",
+                         key_file=torchserve_key_file if torchserve_management_url else "",
                          k8s_deployment=torchserve_deployment)
     mar.metadata.update({"model_version": result["model_version"], "published": result["published"],
                          "deployed": result["deployed"]})

@@ -115,7 +115,6 @@ def _ensure_champion_served(config: Config, settings, result: dict) -> None:
     """The pipeline deploys a *new* champion; when this run did not beat the champion (a rerun), make
     sure the existing champion is what TorchServe serves."""
     from fer_core.home import default_tracking_uri
-    from fer_core.pipeline_io import management_token
     from fer_core.serving.server import server_status
     from fer_core.steps import deploy_step
 
@@ -130,7 +129,7 @@ def _ensure_champion_served(config: Config, settings, result: dict) -> None:
     with tempfile.TemporaryDirectory() as work:
         deploy_step(f"models:/{result['model_name']}@champion", config, out_dir=Path(work),
                     tracking_uri=default_tracking_uri(), model_store=str(settings.model_store),
-                    management_url=settings.management_url, token=management_token(str(settings.key_file)))
+                    management_url=settings.management_url, key_file=str(settings.key_file))
 
 
 def _test_images_per_class(raf_root: Path) -> list[tuple[Path, str]]:

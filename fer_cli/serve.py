@@ -166,13 +166,13 @@ def predict(images, model_name, model_version, settings, config) -> None:
 @server_options
 def deploy(mar, model_name, settings, config) -> None:
     """Publish MAR to the model store and swap the running server to it without downtime."""
-    from fer_core.serving.client import ServeError, deploy_model, read_keys
+    from fer_core.serving.client import ServeError, deploy_model
     from fer_core.serving.package import PackageError, publish_mar
 
     try:
         stored = publish_mar(mar, settings.model_store)
-        result = deploy_model(stored, settings.management_url, read_keys(settings.key_file).management,
-                              model_name or config.serve.model_name, workers=config.serve.workers)
+        result = deploy_model(stored, settings.management_url, "", model_name or config.serve.model_name,
+                              workers=config.serve.workers, key_file=settings.key_file)
     except (ServeError, PackageError) as exc:
         fail(str(exc))
     click.echo(json.dumps(result, indent=2))

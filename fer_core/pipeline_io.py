@@ -28,19 +28,6 @@ def use_endpoints(*, s3_endpoint_url: str = "", mlflow_tracking_uri: str = "") -
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def management_token(key_file: str = "") -> str:
-    """TorchServe's management token: $TORCHSERVE_MANAGEMENT_TOKEN (a Secret on the cluster), else the
-    key file a local `fer serve start` wrote."""
-    token = os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN", "")
-    if token:
-        return token
-    if key_file:
-        from fer_core.serving.client import read_keys
-
-        return read_keys(key_file).management
-    return ""
-
-
 def ingest_markdown(result: dict[str, Any]) -> str:
     version = result.get("data_version", {})
     lines = ["# Ingest", "", f"- images: {result['num_images']}", f"- rejected: {result['num_rejected']}",

@@ -213,12 +213,15 @@ def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_
 # ------------------------------------------------------------------------------------------- deploy
 
 def deploy_step(model_uri: str, config: Config, *, out_dir: str | Path, tracking_uri: str | None = None,
-                model_store: str = "", management_url: str = "", token: str = "",
+                model_store: str = "", management_url: str = "", token: str = "", key_file: str = "",
                 k8s_deployment: str = "", k8s_namespace: str = "") -> dict[str, Any]:
     """Package MODEL_URI (e.g. models:/NAME@champion) as a .mar, publish it to the model store (folder
     or s3://), then either swap a running TorchServe to it through its management API (`management_url`)
     or roll the cluster's TorchServe Deployment, whose pods load the store when they start
-    (`k8s_deployment`). Both keep answering requests throughout."""
+    (`k8s_deployment`). Both keep answering requests throughout.
+
+    The management token: `token`, else $TORCHSERVE_MANAGEMENT_TOKEN (the cluster's Secret), else a
+    local server's `key_file` (renewed when TorchServe refuses an expired key)."""
     from fer_core.home import fer_home
     from fer_core.serving.client import deploy_model
     from fer_core.serving.package import build_mar, publish_mar, resolve_registry
@@ -236,11 +239,11 @@ def deploy_step(model_uri: str, config: Config, *, out_dir: str | Path, tracking
             raise ValueError("a TorchServe reached by management URL loads from its own model store folder; "
                              "give a local model store, or let the cluster's TorchServe poll the S3 store")
         token = token or os.environ.get("TORCHSERVE_MANAGEMENT_TOKEN", "")
-        if not token:
+        if not token and not key_file:
             raise ValueError("deploying to TorchServe needs its management token "
                              "(TORCHSERVE_MANAGEMENT_TOKEN or the key file from `fer serve start`)")
         result["deployment"] = deploy_model(published, management_url, token, config.serve.model_name,
-                                            workers=config.serve.workers)
+                                            workers=config.serve.workers, key_file=None if token else key_file)
         result["deployed"] = True
     elif k8s_deployment:
         from fer_core.cluster import NAMESPACE

@@ -33,6 +33,20 @@ class Decoded:
                          # decoding the same bytes again gives exactly `image`
 
 
+def _what_it_looks_like(data: bytes) -> str:
+    """A hint for bytes Pillow does not know, never the bytes themselves: JSON, text or unknown."""
+    head = data[:512].lstrip()
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognised format"
+    if text[:1] in ("{", "["):
+        return "the body is JSON text; send the raw image bytes"
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return "the body is text; send the raw image bytes"
+    return "unrecognised format"
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Bytes -> an RGB PIL image, EXIF orientation applied.
 
@@ -77,7 +91,7 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from None
     except Image.UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised format)") from None
+        raise ImageDecodeError(f"not an image ({_what_it_looks_like(data)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"truncated or corrupt image: {exc}") from None
     file_format = image.format or ""

@@ -196,7 +196,8 @@ class TorchServeClient:
 
 
 def deploy_model(mar_path: str | Path, management_url: str, token: str, model_name: str, *,
-                 workers: int = 1, timeout: float = 300.0, drain_grace_s: float = 3.0) -> dict[str, Any]:
+                 workers: int = 1, timeout: float = 300.0, drain_grace_s: float = 3.0,
+                 key_file: str | Path | None = None) -> dict[str, Any]:
     """Register a new .mar version next to the old one, wait for its workers, make it the default,
     then unregister the old versions: requests keep being answered throughout (no downtime).
 
@@ -206,6 +207,10 @@ def deploy_model(mar_path: str | Path, management_url: str, token: str, model_na
     `mar_path` is a .mar already in the server's model store (publish_mar) or an http(s) URL; the
     version comes from the archive's manifest. Deploying the version already served is a no-op apart
     from making it the default.
+
+    `key_file` (a local server's key_file.json) instead of `token`: the management key is read from it
+    and renewed like any client's when TorchServe refuses it (keys expire), so a deploy to a server
+    that has run for hours works.
     """
     from fer_core.serving.package import read_mar_manifest
 
@@ -221,7 +226,10 @@ def deploy_model(mar_path: str | Path, management_url: str, token: str, model_na
             raise ServeError(f"{mar_path}: archive holds model {archived_name!r}, not {model_name!r}")
         version = str(manifest["model"]["modelVersion"])
         mar_url = Path(mar_path).name
-    client = TorchServeClient("", management_url, Keys("", token, ""), timeout=timeout)
+    if key_file:
+        client = TorchServeClient("", management_url, read_keys(key_file), timeout=timeout, key_file=key_file)
+    else:
+        client = TorchServeClient("", management_url, Keys("", token, ""), timeout=timeout)
     before = [str(entry["modelVersion"]) for entry in client.list_versions(model_name)]
     if version is None or version not in before:
         client.register(mar_url, workers)

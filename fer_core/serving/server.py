@@ -1,5 +1,12 @@
 """Start, stop and inspect a local TorchServe with our config.properties (token auth on, loopback only).
 
+Clients reach it through the gateway (fer_core/serving/gateway.py, pass-through mode) on
+serve.inference_port: it hands TorchServe every inference body as raw bytes whatever the client's
+Content-Type (plain `curl --data-binary @face.jpg` works), answers oversized bodies with a JSON 413
+and never lets a request body be echoed. TorchServe's own inference API listens behind it on a free
+loopback port (config.properties in FER_HOME/torchserve records which); its key check stays on and
+sees the client's own key. The management and metrics APIs are TorchServe's, on their own ports.
+
 We launch TorchServe's Java frontend ourselves instead of `torchserve --start`: that launcher keeps one
 pid file for the whole machine (`$TMP/.model_server.pid`) and writes key_file.json wherever it is
 called from. Here everything (pid file, config, key file, logs, extracted models) lives in
@@ -9,7 +16,9 @@ FER_HOME/torchserve, so a test server and a user's server never see each other's
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +37,8 @@ from fer_core.serving.client import KEY_FILE, ServeError, TorchServeClient, read
 CONFIG_TEMPLATE = Path(__file__).with_name("config.properties")
 JAVA_MAIN = "org.pytorch.serve.ModelServer"
 PID_FILE = "torchserve.pid"
+GATEWAY_PID_FILE = "gateway.pid"
+GATEWAY_MODULE = "fer_core.serving.gateway"
 DEFAULT_START_TIMEOUT = 180.0
 
 
@@ -46,6 +57,7 @@ class ServerSettings:
     workers: int = 1
     max_request_bytes: int = 10_485_760
     token_expiration_min: int = 60
+    backend_inference_port: int = 0   # TorchServe's own inference API behind the gateway; 0 = a free port
 
     @classmethod
     def from_config(cls, serve: ServeConfig, home: Path | None = None, model_store: Path | None = None,
@@ -85,12 +97,25 @@ class ServerSettings:
     def config_file(self) -> Path:
         return self.home / "config.properties"
 
+    @property
+    def gateway_pid_file(self) -> Path:
+        return self.home / GATEWAY_PID_FILE
+
+    def backend_url(self) -> str | None:
+        """TorchServe's own inference API behind the gateway, as the running server's config says."""
+        try:
+            text = self.config_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        found = re.search(r"^inference_address=(\S+)$", text, re.MULTILINE)
+        return found.group(1) if found else None
+
 
 def render_config(settings: ServerSettings, load_models: list[str] | None = None) -> str:
     """config.properties from the template; `load_models` are .mar names in the model store."""
     template = Template(CONFIG_TEMPLATE.read_text(encoding="utf-8"))
     text = template.substitute(
-        address=settings.address, inference_port=settings.inference_port,
+        address=settings.address, backend_inference_port=settings.backend_inference_port,
         management_port=settings.management_port, metrics_port=settings.metrics_port,
         grpc_inference_port=settings.grpc_inference_port, grpc_management_port=settings.grpc_management_port,
         model_store=settings.model_store, home=settings.home, workers=settings.workers,
@@ -116,16 +141,64 @@ def _java_command(settings: ServerSettings) -> list[str]:
     ]
 
 
-def _running_pid(settings: ServerSettings) -> int | None:
-    """The pid in our pid file if that process is alive and is TorchServe's frontend, else None."""
+def _pid_running(pid_file: Path, marker: str) -> int | None:
+    """The pid in `pid_file` if that process is alive and its command line holds `marker`, else None."""
     try:
-        pid = int(settings.pid_file.read_text().strip())
+        pid = int(pid_file.read_text().strip())
         process = psutil.Process(pid)
-        if JAVA_MAIN in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
+        if marker in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
             return pid
     except (FileNotFoundError, ValueError, psutil.Error):
         pass
     return None
+
+
+def _running_pid(settings: ServerSettings) -> int | None:
+    """TorchServe's frontend, if ours runs."""
+    return _pid_running(settings.pid_file, JAVA_MAIN)
+
+
+def _gateway_pid(settings: ServerSettings) -> int | None:
+    return _pid_running(settings.gateway_pid_file, GATEWAY_MODULE)
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_gateway(settings: ServerSettings, backend_url: str) -> subprocess.Popen:
+    """The pass-through gateway on serve.address:serve.inference_port in front of TorchServe."""
+    backend = backend_url.removeprefix("http://").removeprefix("https://")
+    env = {**os.environ, "FER_GATEWAY_AUTH": "passthrough",
+           "FER_GATEWAY_INFERENCE": f"{settings.address}:{settings.inference_port}={backend}",
+           "FER_GATEWAY_MAX_BODY": str(settings.max_request_bytes),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH")]))}
+    env.pop("FER_GATEWAY_MANAGEMENT", None)
+    with open(settings.log_dir / "gateway.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", GATEWAY_MODULE], cwd=settings.home, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    atomic_write_text(settings.gateway_pid_file, f"{process.pid}\n")
+    return process
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    """SIGTERM a process and its children; SIGKILL whatever is left after `timeout`."""
+    try:
+        parent = psutil.Process(pid)
+        family = [parent, *parent.children(recursive=True)]
+        parent.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs([parent], timeout=timeout)
+        for process in alive:
+            process.kill()
+        # Workers normally exit with the frontend; any left over are ours to end.
+        _, leftovers = psutil.wait_procs(family[1:], timeout=10)
+        for process in leftovers:
+            process.kill()
+    except psutil.NoSuchProcess:
+        pass
 
 
 def client_for(settings: ServerSettings, timeout: float = 60.0) -> TorchServeClient:
@@ -144,13 +217,19 @@ def _log_tail(settings: ServerSettings, lines: int = 40) -> str:
 
 def start_server(settings: ServerSettings, load_models: list[str] | None = None,
                  timeout: float = DEFAULT_START_TIMEOUT) -> dict[str, Any]:
-    """Start TorchServe unless ours already runs; return once /ping answers Healthy and every model
-    loaded at start has a READY worker (ServeError, with the log's tail, when it does not come up).
+    """Start TorchServe and its gateway unless ours already run; return once /ping through the
+    gateway answers Healthy and every model loaded at start has a READY worker (ServeError, with the
+    logs' tail, when it does not come up).
 
-    Idempotent: a running server is reported ({"started": False, ...}), never started twice.
+    Idempotent: a running server is reported ({"started": False, ...}), never started twice (a
+    gateway that died is started again in front of it).
     """
     pid = _running_pid(settings)
     if pid is not None:
+        backend = settings.backend_url()
+        if _gateway_pid(settings) is None and backend:
+            gateway = _start_gateway(settings, backend)
+            wait_healthy(settings, [gateway], timeout)
         return {"started": False, "pid": pid, **server_status(settings)}
     for name in load_models or []:
         if not (settings.model_store / name).is_file():
@@ -159,6 +238,10 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     (settings.home / "tmp").mkdir(parents=True, exist_ok=True)
     settings.key_file.unlink(missing_ok=True)  # a stale key file must not pass for a fresh one
+    if _gateway_pid(settings) is not None:  # a gateway left from a TorchServe that died: ours to end
+        _stop_pid(_gateway_pid(settings), timeout=10)
+    if not settings.backend_inference_port:
+        settings = replace(settings, backend_inference_port=_free_loopback_port())
     atomic_write_text(settings.config_file, render_config(settings, load_models))
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "LOG_LOCATION": str(settings.log_dir), "METRICS_LOCATION": str(settings.log_dir),
@@ -169,7 +252,8 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     atomic_write_text(settings.pid_file, f"{process.pid}\n")
     started = time.monotonic()
     try:
-        wait_healthy(settings, process, timeout)
+        gateway = _start_gateway(settings, settings.backend_url() or "")
+        wait_healthy(settings, [process, gateway], timeout)
         if load_models:
             from fer_core.serving.package import read_mar_manifest
 
@@ -203,14 +287,17 @@ def wait_workers_ready(settings: ServerSettings, process: subprocess.Popen | Non
                      f"error: {status.get('error')})\n{_log_tail(settings)}")
 
 
-def wait_healthy(settings: ServerSettings, process: subprocess.Popen | None, timeout: float) -> None:
-    """Poll /ping (with the inference key) until Healthy; fail early if the server process died."""
+def wait_healthy(settings: ServerSettings, processes: list[subprocess.Popen], timeout: float) -> None:
+    """Poll /ping through the gateway (with the inference key) until Healthy; fail early if the
+    server or the gateway process died."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServeError(f"TorchServe exited with code {process.returncode} while starting\n"
-                             f"{_log_tail(settings)}")
+        for process in processes:
+            if process.poll() is not None:
+                what = "the gateway" if GATEWAY_MODULE in process.args else "TorchServe"
+                raise ServeError(f"{what} exited with code {process.returncode} while starting (port "
+                                 f"{settings.inference_port} taken?)\n{_log_tail(settings)}")
         if settings.key_file.is_file():
             try:
                 if client_for(settings, timeout=5).ping().get("status") == "Healthy":
@@ -224,24 +311,15 @@ def wait_healthy(settings: ServerSettings, process: subprocess.Popen | None, tim
 
 
 def stop_server(settings: ServerSettings, timeout: float = 60.0) -> bool:
-    """Stop our TorchServe and its Python workers; True if one was running."""
-    pid = _running_pid(settings)
+    """Stop our TorchServe, its Python workers and the gateway; True if one of them was running."""
+    pid, gateway = _running_pid(settings), _gateway_pid(settings)
+    if gateway is not None:
+        _stop_pid(gateway, timeout=10)
+    settings.gateway_pid_file.unlink(missing_ok=True)
     if pid is None:
         settings.pid_file.unlink(missing_ok=True)
-        return False
-    try:
-        parent = psutil.Process(pid)
-        family = [parent, *parent.children(recursive=True)]
-        parent.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs([parent], timeout=timeout)
-        for process in alive:
-            process.kill()
-        # Workers normally exit with the frontend; any left over are ours to end.
-        _, leftovers = psutil.wait_procs(family[1:], timeout=10)
-        for process in leftovers:
-            process.kill()
-    except psutil.NoSuchProcess:
-        pass
+        return gateway is not None
+    _stop_pid(pid, timeout)
     settings.pid_file.unlink(missing_ok=True)
     settings.key_file.unlink(missing_ok=True)
     return True
@@ -250,10 +328,16 @@ def stop_server(settings: ServerSettings, timeout: float = 60.0) -> bool:
 def server_status(settings: ServerSettings) -> dict[str, Any]:
     """Running or not, health, and the registered models with their versions and ready workers."""
     pid = _running_pid(settings)
-    status: dict[str, Any] = {"running": pid is not None, "pid": pid, "inference_url": settings.inference_url,
+    gateway = _gateway_pid(settings)
+    status: dict[str, Any] = {"running": pid is not None and gateway is not None, "pid": pid,
+                              "gateway_pid": gateway, "inference_url": settings.inference_url,
                               "management_url": settings.management_url, "metrics_url": settings.metrics_url,
                               "home": str(settings.home), "model_store": str(settings.model_store)}
     if pid is None:
+        return status
+    status["backend_url"] = settings.backend_url()
+    if gateway is None:
+        status["error"] = "the gateway in front of TorchServe is not running: `fer serve start` starts it again"
         return status
     try:
         client = client_for(settings, timeout=10)

@@ -109,10 +109,10 @@ def test_component_dockerfile_builds_cpu_and_cuda_variants():
 
 def test_torchserve_image_ships_the_gateway_the_manifests_run():
     text = (REPO / "docker" / "Dockerfile.torchserve").read_text(encoding="utf-8")
-    assert "COPY docker/torchserve_gateway.py /opt/fer/torchserve_gateway.py" in text
+    assert "COPY fer_core ./fer_core" in text and "RUN pip install ." in text  # the gateway is fer_core's
     assert "openjdk-17" in text
     manifest = (REPO / "k8s" / "base" / "torchserve.yaml").read_text(encoding="utf-8")
-    assert '"/opt/fer/torchserve_gateway.py"' in manifest
+    assert 'command: ["python", "-m", "fer_core.serving.gateway"]' in manifest
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context():

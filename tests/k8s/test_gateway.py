@@ -1,4 +1,4 @@
-"""The token gateway in front of TorchServe (docker/torchserve_gateway.py), over real sockets.
+"""The gateway in front of TorchServe (fer_core/serving/gateway.py) in its cluster mode, over real sockets.
 
 TorchServe itself is stood in for by a small HTTP server that enforces its own keys exactly as
 TorchServe 0.12 does (Bearer key from key_file.json, 400 otherwise); the gateway runs unchanged.
@@ -6,7 +6,6 @@ TorchServe 0.12 does (Bearer key from key_file.json, 400 otherwise); the gateway
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,16 +21,14 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-GATEWAY = REPO / "docker" / "torchserve_gateway.py"
+GATEWAY = [sys.executable, "-m", "fer_core.serving.gateway"]
 KEYS = {"inference": {"key": "inf-key"}, "management": {"key": "man-key"}, "API": {"key": "api-key"}}
 
 
 def load_gateway():
-    spec = importlib.util.spec_from_file_location("torchserve_gateway", GATEWAY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    from fer_core.serving import gateway
+
+    return gateway
 
 
 def fake_torchserve(key: str) -> ThreadingHTTPServer:
@@ -171,14 +168,14 @@ def test_gateway_refuses_to_start_with_a_placeholder_token(tmp_path):
     env = {**os.environ, "FER_GATEWAY_TOKEN_FILE": str(token), "FER_GATEWAY_KEY_FILE": str(tmp_path / "k.json"),
            "FER_GATEWAY_MANAGEMENT_TOKEN_FILE": str(management),
            "FER_GATEWAY_INFERENCE": "127.0.0.1:0=127.0.0.1:1", "FER_GATEWAY_MANAGEMENT": "127.0.0.1:0=127.0.0.1:2"}
-    result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(GATEWAY, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "holds no real token ('REPLACE_ME')" in result.stderr
     token.write_text("admin", encoding="utf-8")  # the same value for both routes
-    result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(GATEWAY, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "tokens are the same" in result.stderr
     env["FER_GATEWAY_INFERENCE"] = "8080"
     token.write_text("real", encoding="utf-8")
-    result = subprocess.run([sys.executable, str(GATEWAY)], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(GATEWAY, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "FER_GATEWAY_INFERENCE='8080' must look like" in result.stderr
 
 
@@ -234,7 +231,7 @@ def test_gateway_in_front_of_real_torchserve_with_the_cluster_config(tmp_path):
             [str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ts-config", str(config),
              "--model-store", str(store)], cwd=work, stdout=log_handle, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
-    gateway = subprocess.Popen([sys.executable, str(GATEWAY)], stdin=subprocess.DEVNULL, env={
+    gateway = subprocess.Popen(GATEWAY, stdin=subprocess.DEVNULL, env={
         **os.environ, "FER_GATEWAY_TOKEN_FILE": str(tmp_path / "token"),
         "FER_GATEWAY_MANAGEMENT_TOKEN_FILE": str(tmp_path / "management-token"),
         "FER_GATEWAY_KEY_FILE": str(work / "key_file.json"),
@@ -278,7 +275,44 @@ def test_a_form_content_type_reaches_torchserve_as_raw_bytes(stack):
         assert answer.status_code == 200
         assert answer.json()["content_type"] == "application/octet-stream"
         assert answer.json()["body"] == "\xff\xd8%zz=1&2"
-    # an explicit image type is passed on as is
-    answer = requests.post(f"{urls['inference']}/predictions/fer", data=b"x",
-                           headers={**bearer("client-secret-token"), "Content-Type": "image/jpeg"})
-    assert answer.json()["content_type"] == "image/jpeg"
+    # any declared type (an image type, text, JSON) goes on as octet-stream: the handler judges the bytes
+    for content_type in ("image/jpeg", "text/plain", "application/json"):
+        answer = requests.post(f"{urls['inference']}/predictions/fer", data=b"x",
+                               headers={**bearer("client-secret-token"), "Content-Type": content_type})
+        assert answer.json()["content_type"] == "application/octet-stream" and answer.json()["body"] == "x"
+
+
+def test_a_multipart_upload_reaches_torchserve_as_its_file(stack):
+    """curl -F data=@face.jpg: TorchServe gets the file's bytes, not the multipart envelope."""
+    urls, _ = stack
+    answer = requests.post(f"{urls['inference']}/predictions/fer", headers=bearer("client-secret-token"),
+                           files={"note": (None, "hello"), "image": ("face.jpg", b"\xff\xd8JPEG", "image/jpeg")})
+    assert answer.status_code == 200 and answer.json()["body"] == "\xff\xd8JPEG"
+    broken = requests.post(f"{urls['inference']}/predictions/fer", data=b"--x\r\nno parts",
+                           headers={**bearer("client-secret-token"), "Content-Type": "multipart/form-data"})
+    assert broken.status_code == 400 and broken.json()["type"] == "InvalidRequest"
+    assert "no parts" not in broken.text  # never echoes the body
+
+
+def test_oversized_bodies_get_a_json_413_before_they_are_sent(stack):
+    """413 in TorchServe's error shape; with Expect: 100-continue (curl above 1 MB) before the body."""
+    import socket
+
+    urls, _ = stack
+    answer = requests.post(f"{urls['inference']}/predictions/fer", data=b"x" * 4096,
+                           headers=bearer("client-secret-token"))
+    assert answer.status_code == 413 and answer.json()["type"] == "PayloadTooLarge"
+    assert "serve.max_request_bytes" in answer.json()["message"]
+    host, port = urls["inference"].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /predictions/fer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer client-secret-token\r\n"
+                     b"Content-Length: 999999\r\nExpect: 100-continue\r\n\r\n")
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413") and b"100 Continue" not in head
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /predictions/fer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer client-secret-token\r\n"
+                     b"Content-Length: 12abc\r\n\r\nx")
+        head = b""
+        while chunk := sock.recv(4096):  # the gateway closes the connection after a 400
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 400") and b'"type": "BadRequest"' in head

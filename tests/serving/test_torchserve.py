@@ -6,6 +6,7 @@ import os
 import random
 import threading
 import time
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -100,7 +101,40 @@ def test_text_json_and_oversized_bodies(server, client, good_images):
     assert text.status_code == 400 and "text" in text.json()["message"]
     assert as_json.status_code == 400 and "json" in as_json.json()["message"].lower()
     assert oversized.status_code == 413, (oversized.status_code, oversized.text)
+    assert oversized.json()["type"] == "PayloadTooLarge"  # JSON like every other error
     assert client.predict("fer", good_images["rgb_png"]).status == 200
+
+
+def test_any_content_type_gets_the_image_through_and_nothing_is_echoed(server, client, good_images, tmp_path):
+    """Through the gateway: curl's form type, no type, a wrong type or a multipart upload all reach the
+    handler as the image; a text body sent as a form is a 400 that does not repeat the bytes."""
+    import shutil
+    import subprocess
+
+    settings, _, _ = server
+    url = f"{settings.inference_url}/predictions/fer"
+    auth = f"Authorization: Bearer {client.keys.inference}"
+    face = tmp_path / "face.png"
+    face.write_bytes(good_images["rgb_png"])
+    curl = shutil.which("curl")
+    assert curl, "curl is needed for this test"
+    variants = {
+        "form (curl's default)": ["--data-binary", f"@{face}"],
+        "no type": ["-H", "Content-Type:", "--data-binary", f"@{face}"],
+        "wrong type": ["-H", "Content-Type: text/plain", "--data-binary", f"@{face}"],
+        "multipart": ["-F", f"data=@{face}"],
+    }
+    for name, args in variants.items():
+        done = subprocess.run([curl, "-s", "-w", "\n%{http_code}", "-H", auth, *args, url], capture_output=True,
+                              text=True, timeout=60)
+        body, status = done.stdout.rsplit("\n", 1)
+        assert status == "200", (name, status, body)
+        assert json.loads(body)["label"] in json.loads(body)["probabilities"], name
+    secret = "password=hunter2&user=alice"
+    done = subprocess.run([curl, "-s", "-w", "\n%{http_code}", "-H", auth, "--data-binary", secret, url],
+                          capture_output=True, text=True, timeout=60)
+    body, status = done.stdout.rsplit("\n", 1)
+    assert status == "400" and "hunter2" not in body and json.loads(body)["type"] == "InvalidImage", body
 
 
 def _hammer(settings, keys, bodies: list[bytes], concurrency: int) -> list[tuple[int, dict]]:
@@ -211,7 +245,7 @@ def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
     settings, _, _ = server
     doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
     block = re.search(r"curl:\s*```bash\n(.*?)```", doc, re.S).group(1)
-    assert "Content-Type: application/octet-stream" in block
+    assert "Content-Type" not in block  # plain curl: its default form type must work
     port = settings.inference_url.rsplit(":", 1)[1]
     script = block.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
     (tmp_path / ".fer" / "torchserve").mkdir(parents=True)
@@ -223,6 +257,22 @@ def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["label"] in answer["probabilities"]
+
+
+def test_a_dead_gateway_is_reported_and_started_again(server, client, good_images):
+    """`fer serve status` does not call a server whose front door is gone running; `start` mends it."""
+    import psutil
+
+    settings, _, _ = server
+    before = server_status(settings)
+    assert before["running"] and before["gateway_pid"]
+    psutil.Process(before["gateway_pid"]).kill()
+    psutil.Process(before["gateway_pid"]).wait(timeout=10)
+    broken = server_status(settings)
+    assert broken["running"] is False and "gateway" in broken["error"]
+    again = start_server(settings, timeout=60)
+    assert again["started"] is False and again["running"] and again["gateway_pid"] != before["gateway_pid"]
+    assert client.predict("fer", good_images["rgb_png"]).status == 200
 
 
 def test_start_fails_loudly_when_no_worker_can_load_the_model(run_dir, tmp_path):
@@ -277,3 +327,25 @@ def test_a_client_keeps_serving_across_key_renewals(server, good_images):
     expired = client_for(settings)
     assert expired.predict("fer", good_images["rgb_png"]).status == 200
     assert expired.ping()["status"] == "Healthy"
+
+
+def test_a_deploy_renews_an_expired_management_key(server):
+    """The deploy path (`fer serve deploy`, the pipeline's and the demo's deploy) reads the key file and
+    renews a refused management key, so deploying to a server that has run past token expiry works."""
+    from fer_core.serving.package import read_mar_manifest
+    from fer_core.serving.server import client_for
+
+    settings, _, _ = server
+    served = {v["version"] for v in server_status(settings)["models"]["fer"]}
+    [mar] = [m for m in settings.model_store.glob("*.mar") if str(read_mar_manifest(m)["model"]["modelVersion"]) in served]
+    saved = json.loads(settings.key_file.read_text())
+    killer = client_for(settings)
+    killer.renew_key("management")
+    dead = killer.keys.management
+    killer.renew_key("management")  # `dead` is refused from now on
+    settings.key_file.write_text(json.dumps({**saved, "management": {**saved["management"], "key": dead}}))
+    assert requests.get(f"{settings.management_url}/models", headers={"Authorization": f"Bearer {dead}"},
+                        timeout=30).status_code == 400
+    report = deploy_model(mar, settings.management_url, "", "fer", key_file=settings.key_file)
+    assert report["model_version"] in served
+    assert read_keys(settings.key_file).management not in (dead, "")
