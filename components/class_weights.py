@@ -9,7 +9,7 @@ from components.base import fer_component
 def class_weights(dataset: Input[Dataset], config: dict, weights: Output[Artifact], metrics: Output[Metrics]) -> None:
     """weights.json + class_weights.png in the `weights` artifact; each weight as a KFP metric."""
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import use_endpoints
+    from fer_core.pipeline_io import announce, use_endpoints
     from fer_core.steps import class_weights_step
 
     use_endpoints()
@@ -18,3 +18,4 @@ def class_weights(dataset: Input[Dataset], config: dict, weights: Output[Artifac
     weights.metadata.update({"scheme": result["scheme"]})
     for name, value in result["weights"].items():
         metrics.log_metric(f"weight_{name}", round(value, 6))
+    announce(f"{result['scheme']}: " + ", ".join(f"{name} {value:.2f}" for name, value in result["weights"].items()))

@@ -14,10 +14,10 @@ def deploy(enabled: bool, model_name: str, config: dict, mlflow_tracking_uri: st
     Deployment name instead (the cluster), roll that Deployment onto the new store. Returns where
     the .mar went ("" when `enabled` is False: the run's deploy switch is off)."""
     if not enabled:
-        print("deploy switched off for this run; the champion stays where it is")
+        print("[fer] deploy switched off for this run; the champion stays where it is")
         return ""
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import use_endpoints
+    from fer_core.pipeline_io import announce, use_endpoints
     from fer_core.steps import deploy_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
@@ -28,6 +28,6 @@ def deploy(enabled: bool, model_name: str, config: dict, mlflow_tracking_uri: st
                          k8s_deployment=torchserve_deployment)
     mar.metadata.update({"model_version": result["model_version"], "published": result["published"],
                          "deployed": result["deployed"]})
-    print(f"champion version {result['model_version']} -> {result['published']}"
+    announce(f"champion version {result['model_version']} -> {result['published']}"
           + (" (loaded in TorchServe)" if result["deployed"] else ""))
     return result["published"]

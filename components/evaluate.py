@@ -11,15 +11,20 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], config: dict, mlflow_
              confusion: Output[ClassificationMetrics], plots: Output[HTML]) -> float:
     """Returns the held-out mean class accuracy."""
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import plots_html, use_endpoints
+    from fer_core.pipeline_io import announce, plots_html, use_endpoints
     from fer_core.steps import evaluate_step, headline_metrics
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
     result = evaluate_step(model.path, dataset.path, from_dict(config), run_id=mlflow_run_id,
                            tracking_uri=mlflow_tracking_uri or None)
-    for key, value in headline_metrics(result).items():
+    headline = headline_metrics(result)
+    for key, value in headline.items():
         metrics.log_metric(key, value)
     confusion.log_confusion_matrix(list(result["per_class_recall"]), [list(map(int, row)) for row in result["confusion_matrix"]])
     with open(plots.path, "w", encoding="utf-8") as handle:
         handle.write(plots_html(model.path, result))
+    split = result["split"]
+    announce(", ".join(f"{split} {label} {headline[f'{split}_{key}']:.3f}" for key, label in (
+        ("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy"), ("macro_f1", "macro F1"),
+        ("ece", "ECE")) if f"{split}_{key}" in headline))
     return float(result["mean_class_accuracy"])

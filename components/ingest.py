@@ -10,7 +10,7 @@ def ingest(source: str, data_format: str, dvc_repo: str, dvc_rev: str, dvc_path:
            s3_endpoint_url: str, dataset: Output[Dataset], summary: Output[Markdown]) -> int:
     """Read the raw dataset and write manifest.csv, images/ and rejected.csv; returns the image count."""
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import ingest_markdown, use_endpoints
+    from fer_core.pipeline_io import announce, ingest_markdown, use_endpoints
     from fer_core.steps import ingest_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url)
@@ -22,4 +22,7 @@ def ingest(source: str, data_format: str, dvc_repo: str, dvc_rev: str, dvc_path:
                              "dvc_rev": version.get("dvc_rev", ""), "source": version.get("source", "")})
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(ingest_markdown(result))
+    origin = f"DVC rev {version['dvc_rev'][:12]}" if version.get("dvc_rev") else version.get("source", "")
+    announce(f"{result['num_images']} images, {result['num_rejected']} rejected; {origin}, manifest sha256 "
+             f"{version.get('manifest_sha256', '')[:12]}")
     return int(result["num_images"])

@@ -11,7 +11,7 @@ def register(model: Input[Model], config: dict, mlflow_run_id: str, mlflow_track
     """The version always gets alias `candidate`; `champion` moves only if it beats the champion.
     Returns whether it became champion (the version and reason are in `decision` and in MLflow)."""
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import decision_markdown, use_endpoints
+    from fer_core.pipeline_io import announce, decision_markdown, use_endpoints
     from fer_core.steps import register_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
@@ -19,5 +19,5 @@ def register(model: Input[Model], config: dict, mlflow_run_id: str, mlflow_track
                            tracking_uri=mlflow_tracking_uri or None, model_name=model_name, floor=gate_floor)
     with open(decision.path, "w", encoding="utf-8") as handle:
         handle.write(decision_markdown(result))
-    print(result["reason"])
+    announce(result["reason"])
     return bool(result["promoted"])

@@ -15,7 +15,7 @@ def train(dataset: Input[Dataset], validation_report: Input[Artifact], weights: 
     from collections import namedtuple
 
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import use_endpoints
+    from fer_core.pipeline_io import announce, use_endpoints
     from fer_core.steps import train_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
@@ -25,5 +25,8 @@ def train(dataset: Input[Dataset], validation_report: Input[Artifact], weights: 
     model.metadata.update({"mlflow_run_id": run_id, "best_epoch": result.best_epoch, "framework": "pytorch"})
     for key, value in result.best_metrics.items():
         metrics.log_metric(key, float(value))
+    best = result.best_metrics
+    announce(f"best epoch {result.best_epoch}: val accuracy {best.get('val_accuracy', float('nan')):.3f}, mean class "
+           f"accuracy {best.get('val_mean_class_accuracy', float('nan')):.3f}; MLflow run {run_id}")
     return namedtuple("TrainOutputs", ["mlflow_run_id", "val_mean_class_accuracy"])(
         run_id, float(result.best_metrics["val_mean_class_accuracy"]))

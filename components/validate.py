@@ -14,7 +14,7 @@ def validate(dataset: Input[Dataset], config: dict, report: Output[HTML],
     import shutil
 
     from fer_core.config import from_dict
-    from fer_core.pipeline_io import use_endpoints
+    from fer_core.pipeline_io import announce, use_endpoints
     from fer_core.steps import validate_step
     from fer_core.validation.report import failure_summary
 
@@ -24,6 +24,7 @@ def validate(dataset: Input[Dataset], config: dict, report: Output[HTML],
     shutil.copyfile(result.report_html, report.path)
     report_json.metadata.update({"success": result.success, "failures": len(result.failures),
                                  "warnings": len(result.warnings)})
-    message = "dataset valid" if result.success else failure_summary(report_json.path)
-    print(message)
+    message = (f"dataset valid ({len(result.warnings)} warning(s): see the report)" if result.success
+               else failure_summary(report_json.path))
+    announce(message)
     return bool(result.success)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ def demo_overrides(user_overrides: list[str] | tuple[str, ...]) -> list[str]:
     return [f"{key}={value}" for key, value in DEMO_PROFILE.items()] + list(user_overrides)
 
 
-def run_demo(config: Config, *, scale: float | None = None) -> None:
+def run_demo(config: Config, *, scale: float | None = None, verbose: bool = False) -> None:
     from fer_cli.pipeline import run_local_pipeline
     from fer_core.data.synth import synthesize
     from fer_core.home import default_tracking_uri, fer_home
@@ -57,7 +58,7 @@ def run_demo(config: Config, *, scale: float | None = None) -> None:
     repo = home / "data-repo"
     _step(f"1/4 synthetic RAF-DB-shaped dataset (scale {config.synth.scale}), versioned with DVC in {repo}")
     init_repo(repo, remote_url=str(home / "dvc-remote"), standalone=True)
-    summary = synthesize(repo / "rafdb", config.synth, progress=True)
+    summary = synthesize(repo / "rafdb", config.synth, progress=sys.stderr.isatty())
     click.echo(f"rendered {summary.get('num_images', '?')} images in {summary.get('render_seconds', 0):.0f} s")
     version = add_and_push(repo, repo / "rafdb", message=f"synthetic RAF-DB (scale {config.synth.scale}, "
                                                           f"seed {config.synth.seed})")
@@ -74,7 +75,7 @@ def run_demo(config: Config, *, scale: float | None = None) -> None:
 
     _step("3/4 the Kubeflow pipeline on the local runner (SubprocessRunner, use_venv=False)")
     result = run_local_pipeline(config, {"dvc_repo": str(repo), "dvc_rev": version.rev, "dvc_path": "rafdb"},
-                                data_format="rafdb", experiment="fer-demo")
+                                data_format="rafdb", experiment="fer-demo", verbose=verbose)
     _ensure_champion_served(config, settings, result)
 
     _step("4/4 REST predictions from TorchServe: one test image per class, beside its true label")
@@ -109,6 +110,7 @@ def run_demo(config: Config, *, scale: float | None = None) -> None:
     click.echo(f"predict:     .venv/bin/fer serve predict {image}")
     click.echo("status/stop: .venv/bin/fer serve status | .venv/bin/fer serve stop")
     click.echo(f"artifacts:   {result['pipeline_root']}")
+    click.echo(f"full log:    {result['log']}")
 
 
 def _ensure_champion_served(config: Config, settings, result: dict) -> None:

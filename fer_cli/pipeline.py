@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -64,20 +65,46 @@ def _data_arguments(source, dvc_repo, dvc_rev, dvc_path, *, local: bool) -> dict
               help="Load a new champion into the local TorchServe when one runs (fer serve start).")
 @click.option("--pipeline-root", type=click.Path(file_okay=False), default=None,
               help="Where the local runner keeps task artifacts (default $FER_HOME/pipeline_root).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show everything the local runner writes (the full log is saved either way).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 @config_options
 def run(source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, model_store,
-        use_torchserve, pipeline_root, config) -> None:
-    """Run the whole pipeline on the local Kubeflow runner (embedded defaults)."""
+        use_torchserve, pipeline_root, verbose, as_json, config) -> None:
+    """Run the whole pipeline on the local Kubeflow runner (embedded defaults).
+
+    Shows one line per step with its duration and figures, and the training's epochs; the full log
+    goes to $FER_HOME/logs/pipeline-<time>.log (its path is printed)."""
     summary = run_local_pipeline(config, _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=True),
                                  data_format=data_format,
                                  experiment=experiment, model_name=model_name, floor=floor, deploy=deploy,
-                                 model_store=model_store, use_torchserve=use_torchserve, pipeline_root=pipeline_root)
-    click.echo(json.dumps(summary, indent=2))
+                                 model_store=model_store, use_torchserve=use_torchserve, pipeline_root=pipeline_root,
+                                 verbose=verbose)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    """The run's outcome in a few lines: the registered version, the gate, the figures, where things are."""
+    click.echo(f"registered model {summary['model_name']} version {summary.get('registered_version')} "
+               f"(aliases: {', '.join(summary.get('aliases') or []) or 'none'}; champion: version "
+               f"{summary.get('champion_version')})")
+    if summary.get("gate"):
+        click.echo(f"quality gate: {summary['gate']}")
+    for key, value in (summary.get("metrics") or {}).items():
+        click.echo(f"  {key:<32} {value}")
+    click.echo(f"MLflow run {summary.get('mlflow_run_id')} in {summary.get('tracking_uri')}")
+    click.echo(f"artifacts: {summary['pipeline_root']}")
+    click.echo(f"full log:  {summary['log']}")
 
 
 def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="fer", model_name=None, floor=None,
-                       deploy=True, model_store=None, use_torchserve=True, pipeline_root=None) -> dict:
-    """The local run and what it produced (registered version, gate decision, metrics)."""
+                       deploy=True, model_store=None, use_torchserve=True, pipeline_root=None,
+                       verbose=False) -> dict:
+    """The local run and what it produced (registered version, gate decision, metrics, log file)."""
+    from fer_cli.console import new_log_path, step_console
     from fer_core.serving.server import ServerSettings, server_status
     from pipelines.runner import local_arguments, run_local
 
@@ -90,11 +117,17 @@ def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="f
     arguments = local_arguments(config, data_format=data_format, experiment=experiment, model_name=model_name,
                                 gate_floor=floor, deploy_model=deploy, **data, **serving,
                                 **({"model_store": model_store} if model_store else {}))
+    log_path = new_log_path("pipeline")
+    click.echo(f"full log: {log_path}" + ("" if verbose else " (--verbose shows it here)"))
+    started = time.monotonic()
     try:
-        root = run_local(arguments, pipeline_root)
+        with step_console(log_path, verbose=verbose):
+            root = run_local(arguments, pipeline_root)
     except RuntimeError as exc:
-        fail(f"the pipeline failed: {exc}")
-    return {"pipeline_root": str(root), **registry_summary(arguments["model_name"], arguments["mlflow_tracking_uri"])}
+        fail(f"the pipeline failed: {str(exc).splitlines()[0] if str(exc) else exc!r}\nfull log: {log_path}")
+    click.echo(f"pipeline finished in {(time.monotonic() - started) / 60:.1f} min")
+    return {"pipeline_root": str(root), "log": str(log_path),
+            **registry_summary(arguments["model_name"], arguments["mlflow_tracking_uri"])}
 
 
 def registry_summary(model_name: str, tracking_uri: str) -> dict:
@@ -155,7 +188,9 @@ def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, m
               help="Config file (default: $FER_PARAMS or ./params.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a key of the demo's CPU profile or the config; repeatable.")
-def demo(scale, params_path, overrides) -> None:
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show everything the pipeline's local runner writes (the full log is saved either way).")
+def demo(scale, params_path, overrides, verbose) -> None:
     """The whole flow on embedded defaults (what `make run` does): synthetic data versioned with DVC,
     the pipeline on the local Kubeflow runner, the champion on TorchServe, a REST prediction."""
     from fer_cli.demo import demo_overrides, run_demo
@@ -165,4 +200,4 @@ def demo(scale, params_path, overrides) -> None:
         config = load_config(params_path, demo_overrides(overrides))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    run_demo(config, scale=scale)
+    run_demo(config, scale=scale, verbose=verbose)

@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 
+REPORT = "[fer] "
+
+
+def announce(text: str) -> None:
+    """A line for people from inside a component: a local run's console (fer_cli/console.py) shows
+    it beside the task's duration; on a cluster it is an ordinary log line."""
+    print(f"{REPORT}{text}", flush=True)
+
+
 def use_endpoints(*, s3_endpoint_url: str = "", mlflow_tracking_uri: str = "") -> None:
     """Pipeline parameters win over the pod's environment; empty means keep the environment's."""
     if s3_endpoint_url:

@@ -4,7 +4,9 @@ sqlite and a real git + DVC repo whose remote is moto's S3 server on 127.0.0.1."
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import boto3
 import pytest
 from mlflow import MlflowClient
 
+from fer_cli.console import step_console
 from fer_core.config import Config
 from fer_core.home import default_tracking_uri
 from fer_core.versioning import add_and_push, init_repo
@@ -62,10 +65,23 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     store = tmp_path / "model_store"
     arguments = local_arguments(config, dvc_repo=str(clone), dvc_rev=version.rev, dvc_path="rafdb",
                                 data_format="rafdb", experiment="e2e", model_name=MODEL, model_store=str(store))
-    root = run_local(arguments, tmp_path / "root1")
+    terminal = io.StringIO()  # what a person sees when the output goes to a pipe or a file
+    with step_console(tmp_path / "run1.log", terminal=terminal) as console:
+        root = run_local(arguments, tmp_path / "root1")
     tasks = _task_dirs(root)
     assert {"ingest", "validate", "class-weights", "train", "evaluate", "register", "deploy"} <= set(tasks)
     assert "stop-invalid-data" not in tasks
+    # the console: one line per step with its time and figures, the epochs, nothing else; no ANSI in a pipe
+    shown = terminal.getvalue()
+    assert "\x1b[" not in shown and len(shown.splitlines()) < 30, shown
+    assert [task for task, status, _ in console.finished if status == "SUCCESS"] == \
+        ["ingest", "validate", "class-weights", "train", "evaluate", "register", "deploy"]
+    assert re.search(r"^  (✓|ok) ingest +\d+\.\d s  \d+ images, 0 rejected", shown, re.M), shown
+    assert re.search(r"^  (✓|ok) train +\d+\.\d s  best epoch \d+: val accuracy 0\.\d{3}", shown, re.M), shown
+    assert re.search(r"^      epoch 1/1: train loss", shown, re.M), shown
+    assert re.search(r"^  (✓|ok) evaluate .* test mean class accuracy 0\.\d{3}", shown, re.M), shown
+    log = (tmp_path / "run1.log").read_text(encoding="utf-8")
+    assert "executor_input" in log and "\x1b[" not in log and len(log.splitlines()) > 10 * len(shown.splitlines())
 
     client = MlflowClient(default_tracking_uri(), default_tracking_uri())
     first = client.get_model_version_by_alias(MODEL, "champion")
@@ -111,8 +127,14 @@ def test_invalid_data_stops_at_validate_with_the_report(tmp_path):
     config = Config().override({**TINY, "data.val_fraction": 0.25})
     arguments = local_arguments(config, source=str(source), data_format="imagefolder", experiment="e2e-invalid",
                                 model_name=MODEL, model_store=str(tmp_path / "store"))
+    terminal = io.StringIO()
     with pytest.raises(RuntimeError, match="stop-invalid-data"):
-        run_local(arguments, tmp_path / "root")
+        with step_console(tmp_path / "run.log", terminal=terminal):
+            run_local(arguments, tmp_path / "root")
+    # the console names the failed step and shows its last lines, which say which check failed
+    shown = terminal.getvalue()
+    assert re.search(r"^  (✗|FAILED) stop-invalid-data", shown, re.M), shown
+    assert "last lines of stop-invalid-data" in shown and "RuntimeError" in shown, shown
     tasks = _task_dirs(tmp_path / "root")
     assert "train" not in tasks and "class-weights" not in tasks
     report = json.loads((tasks["validate"] / "report_json" / "report.json").read_text())
