@@ -120,3 +120,48 @@ def test_logged_model_lives_in_the_run_experiment_under_fer_home(logged_model, t
     assert model.artifact_location.startswith(client.get_experiment(run.info.experiment_id).artifact_location)
     assert "mlruns" not in model.artifact_location
     assert "registry_home" in model.artifact_location  # the tmp home, never the repo's ./.fer
+
+
+PORTABLE_LOAD = r'''
+import importlib.util, json, sys
+repo = sys.argv[1]
+# a Python without the project: no repo folder on the path, no editable-install finder
+# (the venv's own site-packages may live inside the repo folder: those stay)
+sys.path[:] = [p for p in sys.path if p and (not p.startswith(repo) or p.startswith(sys.prefix))]
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+assert importlib.util.find_spec("fer_core") is None, "the project is still importable"
+import mlflow.pyfunc
+import numpy as np
+model = mlflow.pyfunc.load_model(sys.argv[2])
+size = int(model.metadata.metadata["image_size"])           # the size the model says it wants
+out = model.predict(np.zeros((2, 3, size, size), dtype=np.float32))
+import fer_core
+print(json.dumps({"size": size, "shape": list(out["probabilities"].shape), "fer_core": fer_core.__file__,
+                  "from_repo": sorted(m for m, mod in sys.modules.items()
+                                      if (getattr(mod, "__file__", None) or "").startswith(repo)
+                                      and not mod.__file__.startswith(sys.prefix))}))
+'''
+
+
+def test_the_champion_loads_where_the_project_is_not_installed(logged_model, tracking_uri, tmp_path):
+    """`mlflow.pyfunc.load_model("models:/NAME@champion")` in a Python whose import path excludes the
+    project: the model carries fer_core as its code path and predicts at the size its metadata gives."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, model_uri = logged_model
+    name = f"fer-{uuid.uuid4().hex[:6]}"
+    tracking.register_and_gate(model_uri, name, metric_name=METRIC, metric_value=0.5, floor=0.1)
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    done = subprocess.run([sys.executable, "-c", PORTABLE_LOAD, repo, f"models:/{name}@champion"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["size"] == SIZE and report["shape"] == [2, 7]
+    assert "/code/fer_core/" in report["fer_core"] and not report["fer_core"].startswith(repo), report
+    assert not report["from_repo"], report
