@@ -142,16 +142,27 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
     from fer_core import tracking
     from fer_core.training.engine import train
 
+    from fer_core.tracking.runs import run_description
+    from fer_core.tracking.runs import run_name as default_run_name
+
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     uri = tracking.configure(tracking_uri)
     experiment_id = tracking.ensure_experiment(experiment)
-    run_id = MlflowClient(uri, uri).create_run(experiment_id, run_name=run_name or None,
-                                               tags=dict(tags or {})).info.run_id
+    version_file = data_dir / DATA_VERSION_FILE
+    version = read_json(version_file) if version_file.is_file() else {}
+    data_name = Path(str(version.get("dvc_path") or version.get("source") or data_dir)).name
+    data_rev = str(version.get("dvc_rev") or "")
+    tags = dict(tags or {})
+    kubeflow = tags.get("fer.orchestrator") == "kubeflow"
+    source = "the fer pipeline on Kubeflow" if kubeflow else "`fer` (training step)"
+    tags.setdefault("mlflow.note.content", run_description(config, data_name, data_rev, source))
+    tags.setdefault("mlflow.source.name", "fer-train-and-serve/train" if kubeflow else "fer train")
+    tags.setdefault("mlflow.source.type", "JOB")
+    run_id = MlflowClient(uri, uri).create_run(experiment_id, run_name=run_name or default_run_name(config, data_name, data_rev),
+                                               tags=tags).info.run_id
     with _mlflow_run(run_id, uri):
         tracking.log_run_context(run_id)
-        version_file = data_dir / DATA_VERSION_FILE
-        version = read_json(version_file) if version_file.is_file() else {}
-        tracking.log_data_version(run_id, data_dir, name=Path(str(version.get("dvc_path") or data_dir)).name,
+        tracking.log_data_version(run_id, data_dir, name=data_name,
                                   dvc_rev=version.get("dvc_rev"), dvc_md5=version.get("dvc_md5"),
                                   source=version.get("source"))
         if report_dir and Path(report_dir).is_dir():

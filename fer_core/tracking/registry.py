@@ -166,6 +166,26 @@ def converge_champion(model_name: str, metric_name: str) -> tuple[str | None, st
     raise RuntimeError(f"{model_name}: champion alias still moving after {CONVERGE_ROUNDS} rounds")
 
 
+REGISTERED_MODEL_NOTE = (
+    "Facial expression recognition (7 basic expressions, RAF-DB order: neutral, happy, sad, surprise, "
+    "fear, disgust, anger). Input: float32 x[N,3,S,S] normalised as the version's meta.json says (S in "
+    "the model's metadata `image_size`); output: class probabilities and a per-image uncertainty. "
+    "Aliases: `candidate` = the newest version, `champion` = the best version that passed the quality "
+    "gate (what TorchServe serves). Each version's description and `gate.*` tags give its gate decision.")
+REGISTERED_MODEL_TAGS = {"task": "facial-expression-recognition", "framework": "pytorch",
+                         "serving": "torchserve", "method": "cbam-resnet+class-weights+uncertainty-mixing"}
+
+
+def _describe_registered_model(mlflow_client, model_name: str) -> None:
+    """The registered model's description and tags, when it has none yet (a user's own stay)."""
+    model = mlflow_client.get_registered_model(model_name)
+    if not model.description:
+        _retrying(lambda: mlflow_client.update_registered_model(model_name, description=REGISTERED_MODEL_NOTE))
+    for key, value in REGISTERED_MODEL_TAGS.items():
+        if key not in (model.tags or {}):
+            _retrying(mlflow_client.set_registered_model_tag, model_name, key, value)
+
+
 def register_and_gate(model_uri: str, model_name: str, *, metric_name: str, metric_value: float,
                       floor: float, run_id: str | None = None) -> GateDecision:
     """Register `model_uri` as a new version of `model_name`, alias it `candidate`, and make it
@@ -196,6 +216,7 @@ def register_and_gate(model_uri: str, model_name: str, *, metric_name: str, metr
                 mlflow_client.delete_model_version(model_name, version)
                 version = str(first.version)
 
+    _describe_registered_model(mlflow_client, model_name)
     passed = metric_value >= floor
     tags = {"gate.metric": metric_name, "gate.value": repr(metric_value), "gate.floor": repr(float(floor)),
             "gate.passed": str(passed).lower()}

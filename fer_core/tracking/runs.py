@@ -26,6 +26,14 @@ TRACKED_PACKAGES = ("fer-mlops", "torch", "torchvision", "numpy", "mlflow", "dvc
 # MLflow's dataset table holds digests of at most 36 characters (String(36) in its SQL schema).
 MLFLOW_DIGEST_CHARS = 32
 
+# The MLflow UI opens an experiment by its kind; without the tag MLflow 3 guesses (often GenAI).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+EXPERIMENT_NOTE = ("Facial expression recognition: CBAM-ResNet with class-weighted loss and uncertainty "
+                   "mixing, trained by the fer pipeline (Kubeflow) or `fer train`. Each run records its "
+                   "config as params, the data version (DVC rev, manifest digest) as tags and dataset "
+                   "input, per-epoch metrics, and the model it logged to the registry.")
+
 _configured_uri: str | None = None
 
 
@@ -61,16 +69,40 @@ def ensure_experiment(name: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             raise MlflowException(f"experiment {name!r} is deleted; restore it (mlflow experiments restore "
                                   f"--experiment-id {experiment.experiment_id}) or pick another name")
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the kind was set, or by someone else
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     location = default_artifact_root() if _is_local_store(_configured_uri or "") else None
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_NOTE}
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=tags)
     except MlflowException:
         # another process created it between our look-up and create
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def run_name(config: Any, data_name: str, data_rev: str = "") -> str:
+    """A run's name that says what it is: method variant, data and its version, time
+    (e.g. `resnet18-cbam-mix-rafdb@3f2a9c1-20261202-1430`), instead of MLflow's random words."""
+    import time
+
+    model = config.model
+    variant = model.arch + ("-cbam" if model.cbam else "") + ("-mix" if model.mixing else "")
+    data = data_name + (f"@{data_rev[:7]}" if data_rev else "")
+    return f"{variant}-{data}-{time.strftime('%Y%m%d-%H%M')}"
+
+
+def run_description(config: Any, data_name: str, data_rev: str, source: str) -> str:
+    """The run's description (MLflow's `mlflow.note.content`, shown at the top of the run page)."""
+    model, train, weights = config.model, config.train, config.weights
+    parts = [f"**{model.arch}**" + (" + CBAM" if model.cbam else "") + (" + uncertainty mixing" if model.mixing else ""),
+             f"class weights `{weights.scheme}`" + (f" (clipped at {weights.max_weight})" if weights.max_weight else ""),
+             f"{train.epochs} epochs at {train.image_size} px, batch {train.batch_size}"]
+    data = f"`{data_name}`" + (f" at DVC revision `{data_rev}`" if data_rev else "")
+    return f"{', '.join(parts)}; data {data}. Started by {source}."
 
 
 def _git_commit(repo_dir: Path) -> str | None:

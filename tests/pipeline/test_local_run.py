@@ -89,6 +89,14 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     assert set(first.aliases) == {"candidate", "champion"}
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED"
+    # a run that says what it is: its name, description and source; the experiment is a model-training one
+    assert re.fullmatch(r"resnet18-cbam-mix-rafdb@[0-9a-f]{7}-\d{8}-\d{4}", run.info.run_name), run.info.run_name
+    assert "CBAM" in run.data.tags["mlflow.note.content"] and version.rev in run.data.tags["mlflow.note.content"]
+    assert run.data.tags["mlflow.source.name"] == "fer-train-and-serve/train"
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    registered = client.get_registered_model(MODEL)
+    assert "facial expression" in registered.description.lower() and registered.tags["task"] == "facial-expression-recognition"
+    assert first.description.startswith("Quality gate: champion")
     assert run.data.params["train.image_size"] == "32"
     assert "class_weight.neutral" in run.data.params
     assert "val_mean_class_accuracy" in run.data.metrics and "test_mean_class_accuracy" in run.data.metrics
