@@ -11,8 +11,12 @@ from components.base import fer_gpu_component
 def train(dataset: Input[Dataset], validation_report: Input[Artifact], weights: Input[Artifact], config: dict,
           experiment: str, mlflow_tracking_uri: str, s3_endpoint_url: str, model: Output[Model],
           metrics: Output[Metrics]) -> NamedTuple("TrainOutputs", mlflow_run_id=str, val_mean_class_accuracy=float):
-    """Writes the run folder (best.pt, model.safetensors, model.pt2, meta.json, history) as the Model artifact."""
+    """Writes the run folder (best.pt, model.safetensors, model.pt2, meta.json, history) as the Model artifact.
+    The resume state (checkpoints/: weights, optimiser and RNG state, ~3x the model's size) is this
+    step's own and is removed once training finished: later steps get only what they read."""
+    import shutil
     from collections import namedtuple
+    from pathlib import Path
 
     from fer_core.config import from_dict
     from fer_core.pipeline_io import announce, use_endpoints
@@ -22,6 +26,7 @@ def train(dataset: Input[Dataset], validation_report: Input[Artifact], weights: 
     result, run_id = train_step(dataset.path, model.path, from_dict(config), experiment=experiment,
                                 tracking_uri=mlflow_tracking_uri or None, report_dir=validation_report.path,
                                 weights_dir=weights.path, tags={"fer.orchestrator": "kubeflow"})
+    shutil.rmtree(Path(model.path) / "checkpoints", ignore_errors=True)
     model.metadata.update({"mlflow_run_id": run_id, "best_epoch": result.best_epoch, "framework": "pytorch"})
     for key, value in result.best_metrics.items():
         metrics.log_metric(key, float(value))

@@ -71,6 +71,10 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     tasks = _task_dirs(root)
     assert {"ingest", "validate", "class-weights", "train", "evaluate", "register", "deploy"} <= set(tasks)
     assert "stop-invalid-data" not in tasks
+    # the Model artifact carries what evaluate, register and deploy read, not the resume state
+    trained = tasks["train"] / "model"
+    assert {"best.pt", "model.safetensors", "meta.json"} <= {p.name for p in trained.iterdir()}
+    assert not (trained / "checkpoints").exists()
     # the console: one line per step with its time and figures, the epochs, nothing else; no ANSI in a pipe
     shown = terminal.getvalue()
     assert "\x1b[" not in shown and len(shown.splitlines()) < 30, shown
