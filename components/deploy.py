@@ -6,16 +6,13 @@ from components.base import fer_component
 
 
 @fer_component()
-def deploy(enabled: bool, model_name: str, config: dict, mlflow_tracking_uri: str, s3_endpoint_url: str, model_store: str,
+def deploy(model_name: str, config: dict, mlflow_tracking_uri: str, s3_endpoint_url: str, model_store: str,
            torchserve_management_url: str, torchserve_key_file: str, torchserve_deployment: str,
            mar: Output[Model]) -> str:
     """Package models:/NAME@champion; publish to MODEL_STORE; with a management URL, load it there
     without downtime (token from TORCHSERVE_MANAGEMENT_TOKEN or the server's key file); with a
     Deployment name instead (the cluster), roll that Deployment onto the new store. Returns where
-    the .mar went ("" when `enabled` is False: the run's deploy switch is off)."""
-    if not enabled:
-        print("[fer] deploy switched off for this run; the champion stays where it is")
-        return ""
+    the .mar went. (The pipeline runs this step only for a new champion and when `deploy_model` is on.)"""
     from fer_core.config import from_dict
     from fer_core.pipeline_io import announce, use_endpoints
     from fer_core.steps import deploy_step

@@ -18,12 +18,15 @@ def pipeline() -> None:
 
 
 @pipeline.command()
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False))
-def compile(out_file) -> None:  # noqa: A001 - the CLI contract's name
-    """Compile the pipeline to a KFP v2 YAML package (GPU, tolerations and secrets included)."""
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="Where the package goes (YAML).")
+@config_options
+def compile(out_file, config) -> None:  # noqa: A001 - the CLI contract's name
+    """Compile the pipeline to a KFP v2 YAML package (GPU, tolerations and secrets included); the
+    config (--params/--set) becomes the package's default parameters."""
     from pipelines.runner import compile_pipeline
 
-    click.echo(f"compiled {compile_pipeline(out_file)}")
+    click.echo(f"compiled {compile_pipeline(out_file, config)}")
 
 
 def data_options(func):

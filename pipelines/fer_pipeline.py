@@ -123,9 +123,10 @@ def fer_pipeline(
         registered.after(evaluated)
         _secrets(registered, s3=True, mlflow=True)
         with dsl.If(registered.outputs["Output"] == True, name="new-champion"):  # noqa: E712
-            deployed = _step(deploy(enabled=deploy_model, model_name=model_name, config=config,
-                                    mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url,
-                                    model_store=model_store, torchserve_management_url=torchserve_management_url,
-                                    torchserve_key_file=torchserve_key_file,
-                                    torchserve_deployment=torchserve_deployment), "deploy")
-            _secrets(deployed, s3=True, mlflow=True, torchserve=True)
+            with dsl.If(deploy_model == True, name="deploy-on"):  # noqa: E712 - the run's deploy switch
+                deployed = _step(deploy(model_name=model_name, config=config,
+                                        mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url,
+                                        model_store=model_store, torchserve_management_url=torchserve_management_url,
+                                        torchserve_key_file=torchserve_key_file,
+                                        torchserve_deployment=torchserve_deployment), "deploy")
+                _secrets(deployed, s3=True, mlflow=True, torchserve=True)

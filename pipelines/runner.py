@@ -16,13 +16,15 @@ from pipelines.fer_pipeline import PIPELINE_NAME, config_parameter, fer_pipeline
 log = logging.getLogger(__name__)
 
 
-def compile_pipeline(out_file: str | os.PathLike) -> Path:
-    """The KFP v2 package (IR YAML with the Kubernetes platform spec) at OUT_FILE."""
+def compile_pipeline(out_file: str | os.PathLike, config: Config | None = None) -> Path:
+    """The KFP v2 package (IR YAML with the Kubernetes platform spec) at OUT_FILE; with `config`, its
+    values (the `config` struct, model name, gate floor) are the package's parameter defaults."""
     from kfp import compiler
 
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(fer_pipeline, str(out))
+    defaults = pipeline_arguments(config) if config is not None else None
+    compiler.Compiler().compile(fer_pipeline, str(out), pipeline_parameters=defaults)
     return out
 
 

@@ -90,3 +90,30 @@ def test_secrets_labels_and_image_on_the_right_tasks(tmp_path):
         assert container["image"] in (cluster.COMPONENT_IMAGE, cluster.COMPONENT_IMAGE_GPU), name
         assert "pip install" not in " ".join(container["command"]), f"{name} installs packages at run time"
         assert k8s[name]["podMetadata"]["labels"] == {cluster.PIPELINE_POD_LABEL[0]: cluster.PIPELINE_POD_LABEL[1]}
+
+
+def test_deploy_runs_only_for_a_new_champion_with_the_deploy_switch_on(tmp_path):
+    """`--no-deploy` (deploy_model=False) leaves the deploy step out of the run, not a no-op step."""
+    pipeline_spec, _ = _compile(tmp_path)
+    conditions = []
+    for component in pipeline_spec["components"].values():
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            condition = task.get("triggerPolicy", {}).get("condition", "")
+            if condition:
+                conditions.append((name, condition))
+    assert any(name.startswith("condition-") and "deploy_model" in condition and "true" in condition
+               for name, condition in conditions), conditions
+    assert any("register-Output" in condition for _, condition in conditions), conditions
+
+
+def test_compile_takes_the_config_options_as_the_package_defaults(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    result = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(out), "--set", "train.epochs=5",
+                                      "--set", "registry.floor=0.6"])
+    assert result.exit_code == 0, result.output
+    pipeline_spec, _ = list(yaml.safe_load_all(out.read_text()))
+    params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
+    assert params["config"]["defaultValue"]["train"]["epochs"] == 5
+    assert params["gate_floor"]["defaultValue"] == 0.6
+    bad = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(out), "--set", "train.epochs=0"])
+    assert bad.exit_code != 0 and "train.epochs" in bad.output
