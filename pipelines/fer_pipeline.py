@@ -90,10 +90,28 @@ def fer_pipeline(
     torchserve_key_file: str = "",
     torchserve_deployment: str = CLUSTER_DEFAULTS["torchserve_deployment"],
 ) -> None:
-    """Parameters: the dataset (`source` folder or s3:// URI, or `dvc_repo` + `dvc_rev` + `dvc_path`)
-    and its `data_format` (rafdb, affectnet, fer2013, ferplus, imagefolder); the resolved `config`
-    (params.yaml as a dict); MLflow `experiment` and registered `model_name`; the quality gate's
-    `gate_floor`; `deploy_model` on/off and where (`model_store`, `torchserve_management_url`)."""
+    """Versioned data to a served model: ingest, validate, class weights, train, evaluate, register
+    (quality gate), deploy.
+
+    Args:
+        source: The raw dataset, a folder or s3://bucket/prefix (leave empty when using dvc_repo).
+        data_format: The dataset's public format: rafdb, affectnet, fer2013, ferplus or imagefolder.
+        dvc_repo: A DVC data repo (path or git URL) holding the dataset, instead of source.
+        dvc_rev: The git revision of dvc_repo (commit, tag or branch; empty = HEAD).
+        dvc_path: The dataset's folder inside dvc_repo.
+        config: The whole resolved config (params.yaml as a dict; `--set` overrides land here).
+        experiment: The MLflow experiment the training run goes to.
+        model_name: The registered model in the MLflow Model Registry.
+        gate_floor: The least validation mean class accuracy a version needs to become champion.
+        deploy_model: Package and load a new champion into TorchServe (false: register only).
+        mlflow_tracking_uri: The MLflow tracking and registry server.
+        s3_endpoint_url: The S3 endpoint (MinIO in the cluster; empty = AWS's default).
+        model_store: Where the .mar goes: a folder or s3://bucket/prefix TorchServe loads from.
+        torchserve_management_url: A running TorchServe's management API to hot-swap the new champion into
+            (local runs); empty in the cluster, where torchserve_deployment is rolled instead.
+        torchserve_key_file: A local TorchServe's key_file.json (its management key, renewed when it expires).
+        torchserve_deployment: The Kubernetes Deployment of TorchServe to roll onto the new model store.
+    """
     ingested = _step(ingest(source=source, data_format=data_format, dvc_repo=dvc_repo, dvc_rev=dvc_rev,
                             dvc_path=dvc_path, config=config, s3_endpoint_url=s3_endpoint_url), "ingest",
                      cpu="2", memory="4Gi")
