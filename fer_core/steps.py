@@ -107,15 +107,17 @@ def validate_step(data_dir: str | Path, report_dir: str | Path, config: Config, 
 def class_weights_step(data_dir: str | Path, out_file: str | Path, config: Config, *,
                        plot: bool = True) -> dict[str, Any]:
     """OUT_FILE (weights.json: scheme, counts and weight per class, as in RUN/weights.json) from the train
-    split's counts, and a bar plot beside it (same name, .png) unless `plot` is False."""
+    split's counts; unless `plot` is False, a bar plot beside it (same name, .png) and the class
+    distribution of every split (class_distribution.png)."""
     from fer_core import labels
-    from fer_core.training.class_weights import compute_class_weights, train_counts, weights_report
+    from fer_core.training.class_weights import compute_class_weights, split_counts, weights_report
 
     data_dir, out_file = Path(data_dir), Path(out_file)
     info_path = data_dir / "dataset.json"
     info = read_json(info_path) if info_path.is_file() else {}
     names = list(info.get("class_names") or labels.class_names(config.data.num_classes))
-    counts = train_counts(data_dir / "manifest.csv", len(names))
+    per_split = split_counts(data_dir / "manifest.csv", len(names))
+    counts = per_split.get("train", [0] * len(names))
     weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta, config.weights.max_weight)
     result = weights_report(config.weights.scheme, config.weights.beta, config.weights.max_weight, names, counts,
                             weights.tolist())
@@ -124,7 +126,10 @@ def class_weights_step(data_dir: str | Path, out_file: str | Path, config: Confi
         from fer_core.evaluation import plots
 
         plots.plot_per_class_bars(result["weights"], out_file.with_suffix(".png"), ylabel="weight",
-                                  title=f"Class weights ({config.weights.scheme})")
+                                  title=f"Class weights ({config.weights.scheme})", reference=1.0,
+                                  reference_label="1 = unweighted")
+        plots.plot_class_distribution({split: dict(zip(names, values)) for split, values in per_split.items()},
+                                      out_file.with_name("class_distribution.png"))
     return result
 
 

@@ -55,7 +55,8 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Seque
 
 
 def plot_per_class_bars(values: dict[str, float | None], path: str | Path, ylabel: str = "recall",
-                        title: str = "Per-class recall", reference: float | None = None) -> Path:
+                        title: str = "Per-class recall", reference: float | None = None,
+                        reference_label: str | None = None) -> Path:
     """One bar per class (None/NaN drawn as an empty slot), optionally a dashed reference line."""
     names = list(values)
     heights = [v if v is not None and not math.isnan(v) else 0.0 for v in values.values()]
@@ -64,9 +65,11 @@ def plot_per_class_bars(values: dict[str, float | None], path: str | Path, ylabe
     bars = axes.bar(names, heights, color="tab:blue")
     axes.bar_label(bars, labels=[f"{h:.2f}" for h in heights], fontsize=8)
     if reference is not None and not math.isnan(reference):
-        axes.axhline(reference, linestyle="--", color="tab:red", label=f"mean {reference:.3f}")
-        axes.legend(loc="lower right")
-    axes.set_ylim(0, 1.05)
+        # named in the title, not a legend: a legend box would sit on some class's bar
+        axes.axhline(reference, linestyle="--", color="tab:red")
+        title = f"{title} (dashed: {reference_label or f'mean {reference:.3f}'})"
+    # room for every bar and its value label (class weights go well above 1)
+    axes.set_ylim(0, max([1.0, *heights]) * 1.12)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.tick_params(axis="x", rotation=45)
@@ -85,15 +88,43 @@ def plot_reliability(bins: dict[str, Any], path: str | Path, ece: float | None =
     axes.bar(centres, accuracy, width=width * 0.95, color="tab:blue", edgecolor="black", label="accuracy")
     axes.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     twin = axes.twinx()
-    twin.plot(centres, count, color="tab:orange", marker=".", label="samples")
+    counts_line, = twin.plot(centres, count, color="tab:orange", marker=".", label="samples per bin")
     twin.set_ylabel("samples per bin")
+    twin.set_ylim(0, max(1.0, float(count.max()) if count.size else 1.0) * 2.2)  # the line keeps to the lower half
+    axes.set_zorder(twin.get_zorder() + 1)  # bars drawn over the count line
+    axes.patch.set_visible(False)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.set_xlabel("confidence (max probability)")
     axes.set_ylabel("accuracy")
     title = "Reliability diagram" + (f" (ECE {ece:.3f})" if ece is not None and not math.isnan(ece) else "")
     axes.set_title(title)
-    axes.legend(loc="upper left")
+    handles, labels = axes.get_legend_handles_labels()
+    axes.legend(handles + [counts_line], labels + [counts_line.get_label()], loc="upper left")
+    return _save(figure, path)
+
+
+def plot_class_distribution(counts: dict[str, dict[str, int]], path: str | Path,
+                            title: str = "Images per class and split") -> Path:
+    """Grouped bars: for each class, its image count in each split (train, val, test), labelled."""
+    splits = [s for s in ("train", "val", "test") if s in counts] + sorted(set(counts) - {"train", "val", "test"})
+    names = list(next(iter(counts.values()))) if counts else []
+    figure = _figure(max(6.0, 1.1 * len(names) + 2), 4.5)
+    axes = figure.add_subplot()
+    width = 0.8 / max(len(splits), 1)
+    positions = np.arange(len(names))
+    top = 1
+    for i, split in enumerate(splits):
+        heights = [counts[split].get(name, 0) for name in names]
+        top = max(top, *heights) if heights else top
+        bars = axes.bar(positions + (i - (len(splits) - 1) / 2) * width, heights, width, label=f"{split} "
+                        f"({sum(heights)})")
+        axes.bar_label(bars, fontsize=7, rotation=90, padding=2)
+    axes.set_xticks(positions, names, rotation=45)
+    axes.set_ylim(0, top * 1.25)
+    axes.set_ylabel("images")
+    axes.set_title(title)
+    axes.legend(loc="upper right")
     return _save(figure, path)
 
 

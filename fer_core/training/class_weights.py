@@ -94,15 +94,19 @@ def weights_report(scheme: str, beta: float, max_weight: float | None, class_nam
 
 def train_counts(manifest_csv: str | os.PathLike, num_classes: int) -> list[int]:
     """Per-label counts of the rows with split == "train" in a prepared dataset's manifest.csv."""
-    counts = [0] * num_classes
+    return split_counts(manifest_csv, num_classes).get("train", [0] * num_classes)
+
+
+def split_counts(manifest_csv: str | os.PathLike, num_classes: int) -> dict[str, list[int]]:
+    """Per-label counts of every split in a prepared dataset's manifest.csv ({"train": [...], ...})."""
+    out: dict[str, list[int]] = {}
     with open(manifest_csv, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = {"label", "split"} - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"{manifest_csv}: missing column(s) {', '.join(sorted(missing))}")
         for row in reader:
-            if row["split"] != "train":
-                continue
+            counts = out.setdefault(row["split"], [0] * num_classes)
             line = reader.line_num
             try:
                 label = int(row["label"])
@@ -111,4 +115,4 @@ def train_counts(manifest_csv: str | os.PathLike, num_classes: int) -> list[int]
             if not 0 <= label < num_classes:
                 raise ValueError(f"{manifest_csv} line {line}: label {label} outside 0..{num_classes - 1}")
             counts[label] += 1
-    return counts
+    return out

@@ -149,3 +149,29 @@ def test_train_counts_needs_the_columns(tmp_path):
     path.write_text("path,label\na.png,0\n")
     with pytest.raises(ValueError, match="missing column"):
         train_counts(path, 7)
+
+
+def test_the_class_weights_step_plots_weights_above_one_and_the_split_distribution(tmp_path):
+    """The weights plot has room for weights far above 1 (the y-axis once stopped at 1.05, cutting
+    fear's bar), and the step draws the class distribution of every split."""
+    import matplotlib.image
+    import numpy as np
+
+    from fer_core.config import Config
+    from fer_core.steps import class_weights_step
+
+    rows = [("0", "train")] * 40 + [("4", "train")] * 2 + [(str(c), "train") for c in (1, 2, 3, 5, 6)] * 8
+    rows += [("0", "val"), ("4", "test"), ("1", "test")]
+    (tmp_path / "data").mkdir()
+    write_manifest(tmp_path / "data" / "manifest.csv", rows)
+    result = class_weights_step(tmp_path / "data", tmp_path / "out" / "weights.json", Config())
+    assert result["weights"]["fear"] > 3
+    for name in ("weights.png", "class_distribution.png"):
+        image = matplotlib.image.imread(tmp_path / "out" / name)
+        assert image.shape[0] > 200 and image[..., :3].std() > 0.05, name  # a real picture
+    image = matplotlib.image.imread(tmp_path / "out" / "weights.png")[..., :3]
+    blue = np.all(np.abs(image - np.array([0.12, 0.47, 0.71])) < 0.05, axis=2)   # the bars (tab:blue)
+    frame = np.where((image.max(axis=2) < 0.2).mean(axis=1) > 0.5)[0]           # the axes' top and bottom lines
+    assert frame.size and blue.any()
+    tallest_bar_top = np.where(blue.any(axis=1))[0].min()
+    assert tallest_bar_top > frame.min() + 10, "the tallest bar reaches the top of the axes: cut off"
