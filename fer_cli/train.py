@@ -20,8 +20,11 @@ def _log_to_console() -> None:
 @click.option("--image-size", type=int, default=None, help="Shortcut for --set train.image_size=N.")
 @click.option("--no-resume", is_flag=True, default=False,
               help="Start over even if RUN/checkpoints/last.pt exists (default: resume from it).")
+@click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
+              help="Class weights from this weights.json (`fer data weights`); default: computed from the "
+                   "train split with the weights.* settings.")
 @config_options
-def train(data_dir, run_dir, epochs, image_size, no_resume, config) -> None:
+def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, config) -> None:
     """Train the CBAM-ResNet with uncertainty mixing and the class-weighted loss.
 
     Selects the best epoch on the val split (mean class accuracy) and writes RUN/best.pt,
@@ -41,7 +44,7 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, config) -> None:
         raise click.UsageError(str(exc)) from None
     _log_to_console()
     try:
-        result = run_training(config, data_dir, run_dir, resume=not no_resume)
+        result = run_training(config, data_dir, run_dir, resume=not no_resume, weights_file=weights_file)
     except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError) as exc:
         fail(str(exc))
     click.echo(f"best epoch {result.best_epoch} of {result.epochs_completed}"

@@ -174,7 +174,10 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
             tracking.log_artifacts_dir(run_id, report_dir, "validation")
         if weights_dir and Path(weights_dir).is_dir():
             tracking.log_artifacts_dir(run_id, weights_dir, "class_weights")
-        result = train(config, data_dir, run_dir, callbacks=[tracking.MLflowCallback(run_id)])
+        # the class weights are the class-weights step's artifact when there is one (what the DAG shows)
+        weights_file = Path(weights_dir) / "weights.json" if weights_dir else None
+        result = train(config, data_dir, run_dir, callbacks=[tracking.MLflowCallback(run_id)],
+                       weights_file=weights_file if weights_file is not None and weights_file.is_file() else None)
     return result, run_id
 
 

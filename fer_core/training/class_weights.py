@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -90,6 +91,38 @@ def weights_report(scheme: str, beta: float, max_weight: float | None, class_nam
     return {"scheme": scheme, "beta": beta, "max_weight": max_weight, "class_names": names,
             "counts": dict(zip(names, (int(n) for n in counts))),
             "weights": dict(zip(names, (float(w) for w in weights)))}
+
+
+def read_class_weights(path: str | os.PathLike, class_names: Sequence[str]) -> tuple[list[float], dict]:
+    """The weights in a weights.json (`fer data weights`, the pipeline's class-weights step), in
+    `class_names` order, and the whole file. Errors name the file and the class: a file for other
+    classes, a missing class, or a weight that is not a positive finite number."""
+    import json
+    import math
+
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such class-weights file (write one with `fer data weights`)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a class-weights JSON file ({exc})") from None
+    weights = report.get("weights") if isinstance(report, dict) else None
+    if not isinstance(weights, dict):
+        raise ValueError(f"{path}: no \"weights\" object (class name -> weight)")
+    names = list(class_names)
+    unknown = sorted(set(weights) - set(names))
+    missing = [name for name in names if name not in weights]
+    if unknown or missing:
+        raise ValueError(f"{path}: its classes do not match the dataset's {names}"
+                         + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+    out = []
+    for name in names:
+        value = weights[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{path}: weight of {name!r} is {value!r}; a positive finite number is needed")
+        out.append(float(value))
+    return out, report
 
 
 def train_counts(manifest_csv: str | os.PathLike, num_classes: int) -> list[int]:

@@ -45,7 +45,8 @@ from fer_core.training import distributed as D
 from fer_core.training.callbacks import CallbackList, TrainContext, TrainResult
 from fer_core.training.checkpoint import (CHECKPOINT_FORMAT, capture_rng, cpu_state_dict, load_torch, restore_rng,
                                           save_torch)
-from fer_core.training.class_weights import compute_class_weights, train_counts, weights_report
+from fer_core.training.class_weights import (compute_class_weights, read_class_weights, train_counts,
+                                             weights_report)
 from fer_core.training.losses import WeightedAddUpLoss
 from fer_core.training.step import training_step
 
@@ -233,20 +234,23 @@ def _lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- train
 
 def train(config: Config, data_dir: str | Path, run_dir: str | Path, callbacks: Iterable[Any] = (),
-          resume: bool = True, export: bool = True) -> TrainResult:
-    """Train on DIR's train split, select on its val split, write the run folder; see module docstring."""
+          resume: bool = True, export: bool = True, weights_file: str | Path | None = None) -> TrainResult:
+    """Train on DIR's train split, select on its val split, write the run folder; see module docstring.
+
+    `weights_file`: the loss's class weights from a weights.json (the pipeline's class-weights step,
+    `fer data weights`) instead of computing them from the train split with `weights.*`."""
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     cfg = config.train
     info, device = D.init_distributed(cfg.device)
     try:
         return _train(config, data_dir, run_dir, CallbackList(tuple(callbacks), enabled=info.is_main),
-                      resume, export, info, device)
+                      resume, export, info, device, weights_file)
     finally:
         D.shutdown(info)
 
 
 def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackList, resume: bool, export: bool,
-           info: D.DistInfo, device: torch.device) -> TrainResult:
+           info: D.DistInfo, device: torch.device, weights_file: str | Path | None = None) -> TrainResult:
     cfg = config.train
     seed_everything(cfg.seed + info.rank, cfg.deterministic)
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
@@ -273,8 +277,14 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
 
     # model, loss, optimiser
     counts = train_counts(data_dir / MANIFEST, num_classes)
-    class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
-                                          config.weights.max_weight)
+    if weights_file is not None:
+        given, weights_source = read_class_weights(weights_file, class_names)
+        class_weights = torch.tensor(given, dtype=torch.float32)
+    else:
+        class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
+                                              config.weights.max_weight)
+        weights_source = weights_report(config.weights.scheme, config.weights.beta, config.weights.max_weight,
+                                        class_names, counts, class_weights.tolist())
     model = build_model(config.model, num_classes)
     loss_fn = WeightedAddUpLoss(class_weights)
     optimizer = torch.optim.Adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay))
@@ -331,9 +341,9 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
-        write_json(run_dir / "weights.json", weights_report(
-            config.weights.scheme, config.weights.beta, config.weights.max_weight, class_names, counts,
-            class_weights.tolist()))
+        write_json(run_dir / "weights.json", {**weights_source, "counts": dict(zip(class_names, counts)),
+                                               "weights": dict(zip(class_names, class_weights.tolist())),
+                                               "source": str(weights_file) if weights_file else "computed"})
         callbacks.on_train_start(TrainContext(
             config=config.to_dict(), run_dir=run_dir, data_dir=data_dir, class_names=list(class_names),
             train_counts=counts, class_weights=class_weights.tolist(), num_train=len(train_set),
@@ -446,10 +456,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--weights", default=None, help="class weights from this weights.json (fer data weights)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.params, args.overrides)
-    result = train(config, args.data, args.out, resume=not args.no_resume, export=not args.no_export)
+    result = train(config, args.data, args.out, resume=not args.no_resume, export=not args.no_export,
+                   weights_file=args.weights)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best epoch {result.best_epoch}: {BEST_METRIC} {result.best_metrics.get(BEST_METRIC, float('nan')):.4f}")
     return 0

@@ -222,3 +222,32 @@ def test_ddp_two_cpu_processes_train(tiny_data, tmp_path):
     fresh = build_model(tiny_config().model, 7).state_dict()
     trained = checkpoint["model"]
     assert any(not torch.equal(fresh[k], trained[k]) for k in fresh if k.endswith("weight"))
+
+
+def test_the_class_weights_file_is_what_the_loss_uses(tiny_data, tmp_path):
+    """The pipeline's class-weights artifact (or `fer train --weights`) drives the loss: other weights,
+    other training loss; a file for other classes or with a bad weight is refused by name."""
+    from fer_core.labels import CLASS_NAMES_7
+
+    config = tiny_config(**{"train.epochs": 1, "train.max_steps_per_epoch": 2})
+    losses = {}
+    for name, fear in (("flat", 1.0), ("fear-heavy", 40.0)):
+        weights = {c: (fear if c == "fear" else 1.0) for c in CLASS_NAMES_7}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"scheme": "custom", "weights": weights}))
+        train(config, tiny_data, tmp_path / name, export=False, weights_file=path)
+        losses[name] = json.loads((tmp_path / name / "history.json").read_text())[0]["train_loss"]
+        recorded = json.loads((tmp_path / name / "weights.json").read_text())
+        assert recorded["weights"] == weights and recorded["source"] == str(path)
+    assert losses["flat"] != pytest.approx(losses["fear-heavy"], rel=1e-3)
+    # the same flat weights computed by the config (weights.scheme none) give the same loss as the file
+    train(config.override({"weights.scheme": "none"}), tiny_data, tmp_path / "none", export=False)
+    assert json.loads((tmp_path / "none" / "history.json").read_text())[0]["train_loss"] == pytest.approx(losses["flat"])
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"weights": {**{c: 1.0 for c in CLASS_NAMES_7[:6]}, "contempt": 1.0}}))
+    with pytest.raises(ValueError, match=r"bad.json: its classes do not match.*missing \['anger'\].*unknown \['contempt'\]"):
+        train(config, tiny_data, tmp_path / "bad", export=False, weights_file=bad)
+    bad.write_text(json.dumps({"weights": {**{c: 1.0 for c in CLASS_NAMES_7}, "fear": -2}}))
+    with pytest.raises(ValueError, match="weight of 'fear' is -2"):
+        train(config, tiny_data, tmp_path / "bad", export=False, weights_file=bad)

@@ -72,6 +72,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     weights = json.loads((repo / "reports/class_weights.json").read_text())
     train_weights = json.loads((repo / "runs/train/weights.json").read_text())
     assert weights["weights"] == train_weights["weights"]  # `fer data weights` agrees with training
+    assert train_weights["source"] == "reports/class_weights.json"  # ... because training reads that file
 
     second = _dvc(repo, "repro")
     assert second.returncode == 0, second.stdout + second.stderr
