@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from fer_core.data.formats import READERS as FORMATS
 from fer_cli.common import config_options, fail
 
 
@@ -62,7 +63,8 @@ def synth(out_dir, scale, image_size, seed, noise, noise_rate, noise_kind, worke
 
 
 @data.command()
-@click.option("--format", "fmt", required=True, help="rafdb | affectnet | fer2013 | ferplus | imagefolder")
+@click.option("--format", "fmt", required=True, type=click.Choice(sorted(FORMATS)),
+              help="The dataset's public format.")
 @click.option("--source", required=True, help="Local path or s3://bucket/prefix.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Prepared dataset folder.")
 @config_options

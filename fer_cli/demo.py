@@ -75,7 +75,7 @@ def run_demo(config: Config, *, scale: float | None = None, verbose: bool = Fals
 
     _step("3/4 the Kubeflow pipeline on the local runner (SubprocessRunner, use_venv=False)")
     result = run_local_pipeline(config, {"dvc_repo": str(repo), "dvc_rev": version.rev, "dvc_path": "rafdb"},
-                                data_format="rafdb", experiment="fer-demo", verbose=verbose)
+                                data_format="rafdb", experiment="fer", verbose=verbose)  # the CLI default
     _ensure_champion_served(config, settings, result)
 
     _step("4/4 REST predictions from TorchServe: one test image per class, beside its true label")

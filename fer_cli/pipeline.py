@@ -9,7 +9,9 @@ import click
 
 from fer_cli.common import config_options, fail
 
-FORMATS = ["rafdb", "affectnet", "fer2013", "ferplus", "imagefolder"]
+from fer_core.data.formats import READERS
+
+FORMATS = sorted(READERS)
 
 
 @click.group()
@@ -30,17 +32,23 @@ def compile(out_file, config) -> None:  # noqa: A001 - the CLI contract's name
 
 
 def data_options(func):
-    func = click.option("--source", default=None,
-                        help="Raw dataset: a folder or s3://bucket/prefix (default: the demo's synthetic set).")(func)
-    func = click.option("--format", "data_format", type=click.Choice(FORMATS), default="rafdb", show_default=True)(func)
-    func = click.option("--dvc-repo", default=None, help="Take the dataset from this DVC repo (path or git URL)...")(func)
-    func = click.option("--dvc-rev", default=None, help="...at this git revision (default: HEAD)...")(func)
-    func = click.option("--dvc-path", default=None, help="...and this path inside the repo.")(func)
-    func = click.option("--experiment", default="fer", show_default=True, help="MLflow experiment.")(func)
-    func = click.option("--model-name", default=None, help="Registered model (default registry.model_name).")(func)
-    func = click.option("--floor", type=float, default=None, help="Quality gate floor (default registry.floor).")(func)
-    func = click.option("--deploy/--no-deploy", default=True, show_default=True,
-                        help="Package a new champion for TorchServe.")(func)
+    """The dataset and the run's registry/deploy switches, shown in this order in --help."""
+    options = [
+        click.option("--source", default=None,
+                     help="Raw dataset: a folder or s3://bucket/prefix (default: the demo's synthetic set)."),
+        click.option("--format", "data_format", type=click.Choice(FORMATS), default="rafdb", show_default=True,
+                     help="The dataset's public format."),
+        click.option("--dvc-repo", default=None, help="Or take the dataset from this DVC repo (path or git URL)..."),
+        click.option("--dvc-rev", default=None, help="...at this git revision (default: HEAD)..."),
+        click.option("--dvc-path", default=None, help="...and this path inside the repo."),
+        click.option("--experiment", default="fer", show_default=True, help="MLflow experiment."),
+        click.option("--model-name", default=None, help="Registered model (default registry.model_name)."),
+        click.option("--floor", type=float, default=None, help="Quality gate floor (default registry.floor)."),
+        click.option("--deploy/--no-deploy", default=True, show_default=True,
+                     help="Package a new champion for TorchServe."),
+    ]
+    for option in reversed(options):  # click lists the last-applied decorator first
+        func = option(func)
     return func
 
 

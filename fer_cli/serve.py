@@ -12,22 +12,33 @@ import click
 from fer_cli.common import config_options, fail
 
 
-def server_options(func):
-    """Where TorchServe listens and keeps state; defaults from serve.* config and FER_HOME."""
+def _server_options(func, *, listen: bool, store: bool = False):
+    """Where TorchServe listens and keeps state; defaults from serve.* config and FER_HOME. `listen`:
+    the start command's full set (bind address, every port, model store); else only what a client
+    needs to reach a running server."""
+    from fer_core.serving.server import ServerSettings
 
-    @click.option("--address", default=None, help="Bind address (default serve.address, 127.0.0.1).")
-    @click.option("--inference-port", type=int, default=None, help="Default serve.inference_port (8080).")
-    @click.option("--management-port", type=int, default=None, help="Default serve.management_port (8081).")
-    @click.option("--metrics-port", type=int, default=None, help="Default serve.metrics_port (8082).")
-    @click.option("--grpc-inference-port", type=int, default=None, help="Default serve.grpc_inference_port (7070).")
-    @click.option("--grpc-management-port", type=int, default=None, help="Default serve.grpc_management_port (7071).")
-    @click.option("--model-store", type=click.Path(file_okay=False), default=None,
-                  help="Folder of .mar files (default FER_HOME/model_store).")
+    address_help = ("Bind address (default serve.address, 127.0.0.1)." if listen
+                    else "The server's address (default serve.address, 127.0.0.1).")
+    options = [
+        click.option("--address", default=None, help=address_help),
+        click.option("--inference-port", type=int, default=None, help="Default serve.inference_port (8080)."),
+        click.option("--management-port", type=int, default=None, help="Default serve.management_port (8081)."),
+    ]
+    if listen:
+        options += [
+            click.option("--metrics-port", type=int, default=None, help="Default serve.metrics_port (8082)."),
+            click.option("--grpc-inference-port", type=int, default=None, help="Default serve.grpc_inference_port (7070)."),
+            click.option("--grpc-management-port", type=int, default=None,
+                         help="Default serve.grpc_management_port (7071)."),
+        ]
+    if listen or store:
+        options.append(click.option("--model-store", type=click.Path(file_okay=False), default=None,
+                                    help="Folder of .mar files (default FER_HOME/model_store)."))
+
     @functools.wraps(func)
-    def wrapper(*args, address, inference_port, management_port, metrics_port, grpc_inference_port,
-                grpc_management_port, model_store, config, **kwargs):
-        from fer_core.serving.server import ServerSettings
-
+    def wrapper(*args, config, address=None, inference_port=None, management_port=None, metrics_port=None,
+                grpc_inference_port=None, grpc_management_port=None, model_store=None, **kwargs):
         settings = ServerSettings.from_config(config.serve, model_store=Path(model_store) if model_store else None,
                                               address=address, inference_port=inference_port,
                                               management_port=management_port, metrics_port=metrics_port,
@@ -35,7 +46,24 @@ def server_options(func):
                                               grpc_management_port=grpc_management_port)
         return func(*args, settings=settings, config=config, **kwargs)
 
+    for option in reversed(options):
+        wrapper = option(wrapper)
     return wrapper
+
+
+def server_options(func):
+    """The full set, for `fer serve start`."""
+    return _server_options(func, listen=True)
+
+
+def client_options(func):
+    """Address and ports of a running server, for status and predict."""
+    return _server_options(func, listen=False)
+
+
+def deploy_options(func):
+    """A running server's address and ports, and the model store it loads from."""
+    return _server_options(func, listen=False, store=True)
 
 
 @click.group()
@@ -101,17 +129,16 @@ def start(models, timeout, settings, config) -> None:
 
 @serve.command()
 @config_options
-@server_options
-def stop(settings, config) -> None:
-    """Stop the TorchServe started by `fer serve start` (and its workers)."""
-    from fer_core.serving.server import stop_server
+def stop(config) -> None:
+    """Stop the TorchServe started by `fer serve start` (its workers and gateway too); FER_HOME says which."""
+    from fer_core.serving.server import ServerSettings, stop_server
 
-    click.echo("stopped" if stop_server(settings) else "TorchServe was not running")
+    click.echo("stopped" if stop_server(ServerSettings.from_config(config.serve)) else "TorchServe was not running")
 
 
 @serve.command()
 @config_options
-@server_options
+@client_options
 def status(settings, config) -> None:
     """Running or not, health, models and ready workers (JSON); exit 1 when not running."""
     from fer_core.serving.server import server_status
@@ -127,7 +154,7 @@ def status(settings, config) -> None:
 @click.option("--model-name", default=None, help="Default serve.model_name.")
 @click.option("--version", "model_version", default=None, help="A specific model version (default: the default).")
 @config_options
-@server_options
+@client_options
 def predict(images, model_name, model_version, settings, config) -> None:
     """POST each IMAGE to /predictions/NAME with the bearer key; exit 1 if any answer is an error."""
     from fer_core.serving.client import ServeError
@@ -163,7 +190,7 @@ def predict(images, model_name, model_version, settings, config) -> None:
 @click.argument("mar", type=click.Path(dir_okay=False))
 @click.option("--model-name", default=None, help="Default serve.model_name.")
 @config_options
-@server_options
+@deploy_options
 def deploy(mar, model_name, settings, config) -> None:
     """Publish MAR to the model store and swap the running server to it without downtime."""
     from fer_core.serving.client import ServeError, deploy_model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -23,8 +24,11 @@ def _log_to_console() -> None:
 @click.option("--weights", "weights_file", type=click.Path(dir_okay=False), default=None,
               help="Class weights from this weights.json (`fer data weights`); default: computed from the "
                    "train split with the weights.* settings.")
+@click.option("--experiment", default=None,
+              help="Log the run to this MLflow experiment (default: `fer` when MLFLOW_TRACKING_URI is set, "
+                   "else no tracking).")
 @config_options
-def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, config) -> None:
+def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experiment, config) -> None:
     """Train the CBAM-ResNet with uncertainty mixing and the class-weighted loss.
 
     Selects the best epoch on the val split (mean class accuracy) and writes RUN/best.pt,
@@ -43,14 +47,31 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, config
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _log_to_console()
+    if experiment is None and os.environ.get("MLFLOW_TRACKING_URI"):
+        experiment = "fer"
+    run_id = None
     try:
-        result = run_training(config, data_dir, run_dir, resume=not no_resume, weights_file=weights_file)
+        if experiment:  # the pipeline's train step: the same MLflow run (params, metrics, data version, files)
+            from mlflow import MlflowClient
+
+            from fer_core.steps import train_step
+
+            result, run_id = train_step(data_dir, run_dir, config, experiment=experiment, weights_file=weights_file,
+                                        resume=not no_resume, tags={"fer.orchestrator": "cli"})
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+            from fer_core import tracking
+
+            MlflowClient(tracking.configure(uri)).set_terminated(run_id, "FINISHED")
+        else:
+            result = run_training(config, data_dir, run_dir, resume=not no_resume, weights_file=weights_file)
     except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError) as exc:
         fail(str(exc))
     click.echo(f"best epoch {result.best_epoch} of {result.epochs_completed}"
                f"{' (stopped early)' if result.stopped_early else ''}: "
                + ", ".join(f"{key} {value:.4f}" for key, value in result.best_metrics.items()))
     click.echo(f"{BEST_METRIC} {result.best_metrics[BEST_METRIC]:.4f}; run folder {result.run_dir}")
+    if run_id:
+        click.echo(f"MLflow run {run_id} (experiment {experiment})")
 
 
 @click.command()

@@ -137,7 +137,8 @@ def class_weights_step(data_dir: str | Path, out_file: str | Path, config: Confi
 
 def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, experiment: str, run_name: str = "",
                tracking_uri: str | None = None, report_dir: str | Path | None = None,
-               weights_dir: str | Path | None = None, tags: dict[str, str] | None = None) -> tuple[Any, str]:
+               weights_dir: str | Path | None = None, tags: dict[str, str] | None = None,
+               weights_file: str | Path | None = None, resume: bool = True) -> tuple[Any, str]:
     """Train with every param, metric and artifact logged to a new MLflow run; returns (result, run id).
 
     The run is left open (status RUNNING) for evaluate and register, which end it.
@@ -175,9 +176,10 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
         if weights_dir and Path(weights_dir).is_dir():
             tracking.log_artifacts_dir(run_id, weights_dir, "class_weights")
         # the class weights are the class-weights step's artifact when there is one (what the DAG shows)
-        weights_file = Path(weights_dir) / "weights.json" if weights_dir else None
+        if weights_file is None and weights_dir and (Path(weights_dir) / "weights.json").is_file():
+            weights_file = Path(weights_dir) / "weights.json"
         result = train(config, data_dir, run_dir, callbacks=[tracking.MLflowCallback(run_id)],
-                       weights_file=weights_file if weights_file is not None and weights_file.is_file() else None)
+                       weights_file=weights_file, resume=resume)
     return result, run_id
 
 

@@ -93,8 +93,8 @@ class MLflowCallback:
             "resumed": str(context.resumed).lower(), "start_epoch": context.start_epoch,
             "run_dir": str(context.run_dir), "data_dir": str(context.data_dir),
         })
-        self.client.log_dict(self.run_id, {"class_names": context.class_names, "train_counts": counts,
-                                           "class_weights": weights}, "class_weights.json")
+        # the weights themselves go once, as the run folder's weights.json (on_train_end), which also
+        # records where they came from (the class-weights step's file or the weights.* settings)
 
     def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
         if self.log_every_steps > 0 and step % self.log_every_steps == 0:

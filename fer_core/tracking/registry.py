@@ -177,13 +177,19 @@ REGISTERED_MODEL_TAGS = {"task": "facial-expression-recognition", "framework": "
 
 
 def _describe_registered_model(mlflow_client, model_name: str) -> None:
-    """The registered model's description and tags, when it has none yet (a user's own stay)."""
-    model = mlflow_client.get_registered_model(model_name)
-    if not model.description:
-        _retrying(lambda: mlflow_client.update_registered_model(model_name, description=REGISTERED_MODEL_NOTE))
-    for key, value in REGISTERED_MODEL_TAGS.items():
-        if key not in (model.tags or {}):
-            _retrying(mlflow_client.set_registered_model_tag, model_name, key, value)
+    """The registered model's description and tags, when it has none yet (a user's own stay).
+    Documentation only: a write that loses a race with a concurrent gate is logged, never fatal."""
+    import logging
+
+    try:
+        model = mlflow_client.get_registered_model(model_name)
+        if not model.description:
+            _retrying(lambda: mlflow_client.update_registered_model(model_name, description=REGISTERED_MODEL_NOTE))
+        for key, value in REGISTERED_MODEL_TAGS.items():
+            if key not in (model.tags or {}):
+                _retrying(mlflow_client.set_registered_model_tag, model_name, key, value)
+    except MlflowException as exc:
+        logging.getLogger(__name__).warning("registered model %s: description/tags not written (%s)", model_name, exc)
 
 
 def register_and_gate(model_uri: str, model_name: str, *, metric_name: str, metric_value: float,

@@ -169,8 +169,8 @@ def test_500_requests_at_concurrency_16(server, client, good_images, bad_images)
 def test_cli_against_running_server(server, good_images, bad_images, tmp_path, monkeypatch):
     settings, version, home = server
     monkeypatch.setenv("FER_HOME", str(home))
-    ports = ["--inference-port", str(settings.inference_port), "--management-port",
-             str(settings.management_port), "--metrics-port", str(settings.metrics_port)]
+    # a client command takes the address and the two API ports; only `start` takes every port
+    ports = ["--inference-port", str(settings.inference_port), "--management-port", str(settings.management_port)]
     good, bad = tmp_path / "face.jpg", tmp_path / "broken.jpg"
     good.write_bytes(good_images["rgb_jpeg"])
     bad.write_bytes(bad_images["truncated"])
@@ -181,12 +181,14 @@ def test_cli_against_running_server(server, good_images, bad_images, tmp_path, m
     mixed = runner.invoke(cli, ["serve", "predict", str(good), str(bad), *ports])
     assert mixed.exit_code == 1
     assert "broken.jpg: HTTP 400: truncated or corrupt" in mixed.output
-    again = runner.invoke(cli, ["serve", "start", *ports])
+    again = runner.invoke(cli, ["serve", "start", *ports, "--metrics-port", str(settings.metrics_port)])
     assert again.exit_code == 0 and "already running" in again.output
     status = runner.invoke(cli, ["serve", "status", *ports])
     assert status.exit_code == 0 and '"health": "Healthy"' in status.output
     # Deploying the version already served only (re)makes it the default.
-    redeploy = runner.invoke(cli, ["serve", "deploy", str(settings.model_store / f"fer-{version}.mar"), *ports])
+    redeploy = runner.invoke(cli, ["serve", "deploy", str(settings.model_store / f"fer-{version}.mar"), *ports,
+                                   "--model-store", str(settings.model_store)])
+    assert runner.invoke(cli, ["serve", "predict", str(good), "--grpc-inference-port", "1"]).exit_code == 2
     assert redeploy.exit_code == 0, redeploy.output
     assert '"unregistered": []' in redeploy.output and f'"model_version": "{version}"' in redeploy.output
 

@@ -94,3 +94,22 @@ def test_truth_file_matches_source_ids_with_or_without_extension(tmp_path):
     path.write_text("name,flipped\ntrain_00003.jpg,maybe\n")
     with pytest.raises(ValueError, match="line 2: flipped must be 0/1"):
         read_truth(path)
+
+
+def test_cli_train_logs_to_mlflow_when_tracking_is_on(tiny_data, tmp_path, monkeypatch):
+    """`fer train` (what `dvc repro` runs) tracks like the pipeline's train step once a tracking URI is
+    set: one finished run with the config as params, the data version and the run files."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    sets = [arg for key, value in tiny_config(**{"train.epochs": 1}).flat().items()
+            if key.startswith(("train.", "model.", "evaluate.")) for arg in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *sets])
+    assert result.exit_code == 0, result.output
+    run_id = result.output.split("MLflow run ")[1].split()[0]
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "1"
+    assert run.data.tags["mlflow.source.name"] == "fer train"
+    assert MlflowClient(uri).get_experiment(run.info.experiment_id).name == "fer"
+    assert {"history.json", "meta.json", "weights.json"} <= {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
