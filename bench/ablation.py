@@ -1,6 +1,6 @@
 """The paper's ablation on the synthetic RAF-DB-shaped set: one setting changes per row.
 
-Rows (each exactly one config setting away from the previous one, METHOD.md section 6):
+Rows (each exactly one config setting away from the previous one, docs/method.md section 6):
 
     baseline     ResNet-18, model.cbam=false, model.mixing=false, weights.scheme=none  (plain CE)
     +weights     weights.scheme=inverse                       (METHOD's default class weights)

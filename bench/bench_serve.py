@@ -151,7 +151,7 @@ def measure(call: Callable[[bytes], bool], images: list[bytes], concurrency: int
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=64, help="Model input size (224 = METHOD.md).")
+    parser.add_argument("--image-size", type=int, default=64, help="Model input size (224 = docs/method.md).")
     parser.add_argument("--requests", type=int, default=240, help="Requests per concurrency level and side.")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--out", type=Path, default=RESULTS)

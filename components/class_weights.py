@@ -1,4 +1,4 @@
-"""class_weights: per-class loss weights from the train split's counts (METHOD.md section 4)."""
+"""class_weights: per-class loss weights from the train split's counts (docs/method.md section 4)."""
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 

@@ -141,7 +141,7 @@ def validate(data_dir, report_dir, skip_image_checks, image_workers, config) -> 
               help="weights.json to write (scheme, counts and weight per class).")
 @config_options
 def weights(data_dir, out_file, config) -> None:
-    """Class weights of the loss from DATA_DIR's train split counts (METHOD.md section 4).
+    """Class weights of the loss from DATA_DIR's train split counts (docs/method.md section 4).
 
     Uses the config's weights section (scheme, beta, max_weight), exactly as `fer train` does, and
     writes the same JSON as RUN/weights.json. Exit 2 when DATA_DIR has no manifest.csv.

@@ -82,7 +82,7 @@ class TrainConfig:
     deterministic: bool = True
     workers: int = 2                 # DataLoader workers
     early_stopping_patience: int = 10
-    mixing_warmup_epochs: int = 0    # epochs of the weighted loss on mu before mixing starts (0 = METHOD.md)
+    mixing_warmup_epochs: int = 0    # epochs of the weighted loss on mu before mixing starts (0 = docs/method.md)
     hflip: bool = True
     erasing_scale_min: float = 0.02
     erasing_scale_max: float = 0.25

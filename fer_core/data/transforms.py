@@ -1,4 +1,4 @@
-"""Train and eval transforms (METHOD.md section 5), shared by training, evaluation and serving.
+"""Train and eval transforms (docs/method.md section 5), shared by training, evaluation and serving.
 
 Both take an RGB PIL image or a uint8 tensor [3,H,W] and return a plain float32 tensor [3,S,S]. The
 first thing either does is turn its input into a uint8 tensor, so a PIL image (what the TorchServe

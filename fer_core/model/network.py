@@ -1,6 +1,6 @@
 """FERNet: CBAM-ResNet trunk + two uncertainty heads (mu, logvar) + a linear classifier.
 
-After RUL (Zhang et al., NeurIPS 2021) and METHOD.md sections 1-3. `forward(x)` is plain inference,
+After RUL (Zhang et al., NeurIPS 2021) and docs/method.md sections 1-3. `forward(x)` is plain inference,
 `fc(mu(x))`: no mixing, no targets, no device calls, so the same module trains, evaluates and exports.
 Mixing uncertain features between samples lives in `fer_core.training.step`.
 
@@ -90,7 +90,7 @@ class FERNet(nn.Module):
         return self.fc(mu), uncertainty_from_logvar(logvar)
 
     def param_groups(self, lr: float, lr_fc: float, weight_decay: float) -> list[dict[str, Any]]:
-        """Two optimiser groups: trunk + heads at `lr`, the classifier at `lr_fc` (METHOD.md section 5)."""
+        """Two optimiser groups: trunk + heads at `lr`, the classifier at `lr_fc` (docs/method.md section 5)."""
         fc_ids = {id(p) for p in self.fc.parameters()}
         rest = [p for p in self.parameters() if id(p) not in fc_ids]
         return [

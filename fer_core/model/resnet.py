@@ -23,7 +23,7 @@ def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs; CBAM after the last BN, before the residual add (METHOD.md section 1)."""
+    """Two 3x3 convs; CBAM after the last BN, before the residual add (docs/method.md section 1)."""
 
     expansion = 1
 

@@ -74,6 +74,17 @@ class FerHandler(BaseHandler):
         probabilities, uncertainty = inference.run_model(self.model, data, self.device)
         return data, probabilities, uncertainty
 
+    def explain_handle(self, data_preprocess: inference.PreparedBatch, raw_data) -> list[dict[str, Any]]:
+        """/explanations/NAME: this model has no explainer (TorchServe's default needs Captum set up and
+        failed with an AttributeError, 503). Every request gets a clear 404 instead."""
+        message = ("explanations are not served for this model; POST the image to /predictions/"
+                   f"{self.model_name} (its `uncertainty` is the model's own per-image trust)")
+        answers = []
+        for index in range(data_preprocess.size):
+            self.context.set_response_status(404, message, idx=index)
+            answers.append(inference.error_body(404, message, kind="NotSupported"))
+        return answers
+
     def postprocess(self, data) -> list[dict[str, Any]]:
         batch, probabilities, uncertainty = data
         answers = inference.build_answers(batch, probabilities, uncertainty, self.class_names,

@@ -1,4 +1,4 @@
-"""Class weights from the TRAIN split counts (METHOD.md section 4): small classes cost more when missed.
+"""Class weights from the TRAIN split counts (docs/method.md section 4): small classes cost more when missed.
 
 Every scheme is normalised so that the count-weighted mean weight is 1,
 `sum_c n_c * w_c / sum_c n_c == 1`, which keeps the loss on the scale of plain cross entropy, so the

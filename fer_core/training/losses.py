@@ -1,4 +1,4 @@
-"""The weighted add-up loss (METHOD.md section 4): both mixed targets carry their own class weight."""
+"""The weighted add-up loss (docs/method.md section 4): both mixed targets carry their own class weight."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One training step with uncertainty feature mixing (METHOD.md section 3).
+"""One training step with uncertainty feature mixing (docs/method.md section 3).
 
 Mixing lives here, not in the model, so `FERNet.forward` stays plain inference and exportable.
 """

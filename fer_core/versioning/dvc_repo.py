@@ -152,6 +152,7 @@ def fetch_dataset(repo_url: str | Path, path: str, rev: str | None, out_dir: str
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from dvc.scm import SCMError
+    from dvc_data.index import DataIndexError
 
     repo_url = str(repo_url)
     path = str(path).strip("/")
@@ -166,6 +167,9 @@ def fetch_dataset(repo_url: str | Path, path: str, rev: str | None, out_dir: str
             Repo.get(repo_url, path, out=str(staging / "data"), rev=rev)
         except (SCMError, DvcException, FileNotFoundError) as exc:
             raise DatasetNotFoundError(repo_url, rev, path, _dvc_message(exc)) from exc
+        except DataIndexError as exc:  # e.g. the revision's .dvc/config names no remote to pull from
+            raise DatasetNotFoundError(repo_url, rev, path, f"{_dvc_message(exc)}; is .dvc/config (with its "
+                                       "remote) committed at that revision, and the data pushed?") from exc
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(staging / "data", out_dir)

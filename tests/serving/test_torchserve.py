@@ -261,6 +261,15 @@ def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
     assert answer["label"] in answer["probabilities"]
 
 
+def test_explanations_get_a_clear_404_not_a_503(server, client, good_images):
+    settings, _, _ = server
+    answer = requests.post(f"{settings.inference_url}/explanations/fer", data=good_images["rgb_png"], timeout=60,
+                           headers={"Authorization": f"Bearer {client.keys.inference}"})
+    assert answer.status_code == 404, answer.text
+    assert "/predictions/fer" in answer.json()["message"]
+    assert client.predict("fer", good_images["rgb_png"]).status == 200
+
+
 def test_a_dead_gateway_is_reported_and_started_again(server, client, good_images):
     """`fer serve status` does not call a server whose front door is gone running; `start` mends it."""
     import psutil

@@ -108,3 +108,56 @@ def test_standalone_repo_inside_another_work_tree_is_its_own(git_repo, fer_home)
     version = add_and_push(inner, inner / "prepared", message="v1")
     assert git(inner, "rev-parse", "HEAD") == version.rev
     assert git(git_repo, "ls-files", "--", "home") == ""  # nothing of it went into the outer repo
+
+
+def test_the_docs_plain_tools_recipe_runs_as_written_and_its_revision_is_fetchable(tmp_path, s3_env):
+    """docs/data-versioning.md's `git init && dvc init ... dvc push` block, typed as a user would (the
+    endpoint line points at moto's S3 server instead of MinIO), then `fetch_dataset` of the printed
+    revision from a fresh clone gets the same bytes."""
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data-versioning.md").read_text(encoding="utf-8")
+    block = re.search(r"or with the plain tools, which do the same:\s*```bash\n(.*?)```", doc, re.S).group(1)
+    assert "git add .dvc/config" in block  # the remote must travel with the revision
+    boto3.client("s3").create_bucket(Bucket="fer-data")
+    script = block.replace("http://localhost:9000", s3_env)
+    repo = tmp_path / "datarepo"
+    data = write_dataset(repo / "rafdb", version=1)
+    expected = tree_bytes(data)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x.invalid"}
+    done = subprocess.run(["bash", "-ec", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rev = done.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"[0-9a-f]{40}", rev), done.stdout
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
+    fetch_dataset(clone, "rafdb", rev, tmp_path / "raw")
+    assert tree_bytes(tmp_path / "raw") == expected
+
+
+def test_a_revision_without_a_remote_is_a_dataset_not_found_error(tmp_path):
+    """Committed without .dvc/config (the docs' old recipe): the clone has no remote to pull from."""
+    import sys
+    from pathlib import Path
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    repo = tmp_path / "datarepo"
+    repo.mkdir()
+    git(repo, "init", "--quiet")
+    git(repo, "config", "user.email", "t@x.invalid")
+    git(repo, "config", "user.name", "t")
+    subprocess.run([dvc, "init", "--quiet"], cwd=repo, check=True)
+    write_dataset(repo / "rafdb", version=1)
+    subprocess.run([dvc, "add", "--quiet", "rafdb"], cwd=repo, check=True)
+    git(repo, "add", "rafdb.dvc", ".gitignore")
+    git(repo, "commit", "--quiet", "-m", "no remote")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
+    with pytest.raises(DatasetNotFoundError, match="rafdb"):
+        fetch_dataset(clone, "rafdb", git(repo, "rev-parse", "HEAD"), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
