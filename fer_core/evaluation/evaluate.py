@@ -214,4 +214,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     report["metrics_path"] = str(_metrics_path(run_dir, split))
     report = M.nan_to_none(report)
     write_json(report["metrics_path"], report)
+    # the headline figures alone (DVC's metrics file: `dvc metrics show`, one column each in `dvc exp show`)
+    scores = {key: report[key] for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece") if report.get(key) is not None}
+    for key in ("auroc", "ambiguous_auroc"):
+        if (report.get("noise") or {}).get(key) is not None:
+            scores[f"noisy_label_{key}" if key == "auroc" else key] = report["noise"][key]
+    write_json(run_dir / ("scores.json" if split == "test" else f"scores_{split}.json"), scores)
     return report

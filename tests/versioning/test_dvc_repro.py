@@ -81,3 +81,14 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
 
     metrics = _dvc(repo, "metrics", "show", "--json")
     assert metrics.returncode == 0 and "mean_class_accuracy" in metrics.stdout
+    # the metrics are the headline figures, not every number of every report (once 215 columns)
+    shown = json.loads(metrics.stdout)
+    files = {name: data for workspace in shown.values() for name, data in workspace["data"].items()}
+    assert set(files) == {"runs/train/scores.json"}, set(files)
+    assert {"accuracy", "mean_class_accuracy", "macro_f1", "ece"} <= set(files["runs/train/scores.json"]["data"])
+    assert len(files["runs/train/scores.json"]["data"]) <= 8
+    # each plot is drawn once: history.json by DVC, each PNG once (the page once showed every PNG twice)
+    plots = _dvc(repo, "plots", "show", "-o", "plots_html")
+    assert plots.returncode == 0, plots.stderr
+    page = (repo / "plots_html" / "index.html").read_text(encoding="utf-8")
+    assert page.count("<img") == len(list((repo / "runs/train/plots").glob("*.png"))), page.count("<img")
