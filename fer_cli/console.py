@@ -166,4 +166,7 @@ def step_console(log_path: Path, *, verbose: bool = False, terminal: TextIO | No
             with contextlib.redirect_stdout(console):
                 yield console
         finally:
-            console.close_live()
+            try:
+                console.close_live()
+            except OSError:  # a closed pipe (`| head`) must not hide what the block raised
+                pass

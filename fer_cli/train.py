@@ -64,8 +64,8 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
             MlflowClient(tracking.configure(uri)).set_terminated(run_id, "FINISHED")
         else:
             result = run_training(config, data_dir, run_dir, resume=not no_resume, weights_file=weights_file)
-    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError) as exc:
-        fail(str(exc))
+    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError, OSError) as exc:
+        fail(str(exc))  # (MlflowException is a RuntimeError: a tracking server that refuses says so here)
     click.echo(f"best epoch {result.best_epoch} of {result.epochs_completed}"
                f"{' (stopped early)' if result.stopped_early else ''}: "
                + ", ".join(f"{key} {value:.4f}" for key, value in result.best_metrics.items()))

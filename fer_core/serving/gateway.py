@@ -36,8 +36,10 @@ import hmac
 import http.client
 import json
 import os
+import re
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,6 +48,13 @@ PLACEHOLDER = "REPLACE_ME"
 # Headers that describe one connection, not the message (RFC 9110 section 7.6.1): never forwarded.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "authorization", "content-length"}
+
+
+DIGITS = re.compile(r"[0-9]{1,15}")              # Content-Length: ASCII digits only ("²".isdigit() is True)
+CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")   # a chunk size: hex digits, never a sign
+DRAIN_BYTES = 64 << 20                           # read and dropped after an early refusal, at most
+DRAIN_SECONDS = 2.0
+CLIENT_TIMEOUT_S = 60.0                          # a client that stops sending mid-request is dropped
 
 
 class GatewayError(RuntimeError):
@@ -177,6 +186,10 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
         protocol_version = "HTTP/1.1"
         server_version = "fer-gateway"
         sys_version = ""  # no Python version in the Server header
+        timeout = CLIENT_TIMEOUT_S
+
+        def _has_body(self) -> bool:
+            return bool(self.headers.get_all("Transfer-Encoding")) or (self.headers.get("Content-Length") or "0").strip() != "0"
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
             sys.stderr.write(f"{route.kind} {self.address_string()} {format % args}\n")
@@ -190,52 +203,90 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
             self.wfile.write(data)
 
         def _declared_length(self) -> int:
-            text = self.headers.get("Content-Length") or "0"
-            if not text.isdigit():
+            """The body's length: Content-Length (ASCII digits, one value) or 0; RequestError for a
+            message whose framing is ambiguous (RFC 9112 section 6.3: a request smuggling vector)."""
+            lengths = self.headers.get_all("Content-Length") or []
+            if len(set(v.strip() for v in lengths)) > 1:
+                raise RequestError("more than one Content-Length")
+            if lengths and self.headers.get_all("Transfer-Encoding"):
+                raise RequestError("both Content-Length and Transfer-Encoding")
+            text = lengths[0].strip() if lengths else "0"
+            if not DIGITS.fullmatch(text):
                 raise RequestError(f"Content-Length {text[:40]!r} is not a number of bytes")
             return int(text)
+
+        def _chunked(self) -> bool:
+            """True for `Transfer-Encoding: chunked`; RequestError for any other transfer coding."""
+            codings = [c.strip().lower() for v in (self.headers.get_all("Transfer-Encoding") or []) for c in v.split(",")]
+            if not codings:
+                return False
+            if codings != ["chunked"]:
+                raise RequestError(f"Transfer-Encoding {', '.join(codings)!r} is not supported (only chunked)")
+            if self.headers.get_all("Content-Length"):
+                raise RequestError("both Content-Length and Transfer-Encoding")
+            return True
+
+        def _refuse(self, status: int, body: dict, unread: int = 0) -> None:
+            """Reply before the request body was read, then close: the unread body must never be taken
+            for a next request. Up to DRAIN_BYTES of it is read and dropped first (briefly), so that a
+            client still sending gets the answer rather than a connection reset."""
+            self.close_connection = True
+            self._reply(status, body)
+            try:
+                self.wfile.flush()
+                self.connection.settimeout(DRAIN_SECONDS)
+                left = min(unread, DRAIN_BYTES) if unread else 0
+                deadline = time.monotonic() + DRAIN_SECONDS
+                while left > 0 and time.monotonic() < deadline:
+                    chunk = self.rfile.read1(min(left, 65536)) if hasattr(self.rfile, "read1") else self.rfile.read(min(left, 65536))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            except OSError:
+                pass
 
         def handle_expect_100(self) -> bool:
             """Refuse an oversized body before the client sends it (curl asks first above 1 MB)."""
             try:
-                length = self._declared_length()
+                chunked = self._chunked()
+                length = 0 if chunked else self._declared_length()
             except RequestError as exc:
-                self.close_connection = True
-                self._reply(400, {"code": 400, "type": "BadRequest", "message": str(exc)})
+                self._refuse(400, {"code": 400, "type": "BadRequest", "message": str(exc)})
                 return False
             if length > max_body:
-                self.close_connection = True
-                self._reply(413, _too_large(max_body, length))
+                self._refuse(413, _too_large(max_body, length))  # nothing sent yet: nothing to drain
                 return False
             return super().handle_expect_100()
 
         def _read_body(self) -> bytes | None:
             """The request body (Content-Length or chunked), or None after replying with an error."""
             try:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                if self._chunked():
                     chunks, size = [], 0
                     while True:
-                        length = int(self.rfile.readline(80).split(b";")[0].strip() or b"0", 16)
+                        size_line = self.rfile.readline(80).split(b";")[0].strip()
+                        if not CHUNK_SIZE.fullmatch(size_line):
+                            raise RequestError("malformed chunked request body")
+                        length = int(size_line, 16)
                         if length == 0:
                             while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
                                 pass  # trailers
                             return b"".join(chunks)
                         size += length
                         if size > max_body:
-                            self.close_connection = True
-                            self._reply(413, _too_large(max_body))
+                            self._refuse(413, _too_large(max_body), unread=length)
                             return None
-                        chunks.append(self.rfile.read(length))
+                        chunk = self.rfile.read(length)
+                        if len(chunk) != length:
+                            raise RequestError("chunked request body ended early")
+                        chunks.append(chunk)
                         self.rfile.readline(80)
                 length = self._declared_length()
-            except (RequestError, ValueError) as exc:
-                self.close_connection = True
-                message = str(exc) if isinstance(exc, RequestError) else "malformed chunked request body"
-                self._reply(400, {"code": 400, "type": "BadRequest", "message": message})
+            except RequestError as exc:
+                self._refuse(400, {"code": 400, "type": "BadRequest", "message": str(exc)})
                 return None
             if length > max_body:
-                self.close_connection = True
-                self._reply(413, _too_large(max_body, length))
+                self._refuse(413, _too_large(max_body, length), unread=length)
                 return None
             return self.rfile.read(length) if length else b""
 
@@ -249,6 +300,7 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
                 connection.close()
 
         def _healthz(self) -> None:
+            self.close_connection = self._has_body()  # an unexpected body is never read as a next request
             try:
                 auth = {"Authorization": f"Bearer {keys.key('inference')}"} if keys is not None else {}
                 status, _, data = self._upstream("GET", "/ping", b"", auth)
@@ -265,13 +317,12 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
                 allowed = token.accepts(self.headers.get("Authorization"))
             except GatewayError as exc:
                 self.log_message("%s", exc)
-                self._reply(503, {"code": 503, "type": "GatewayMisconfigured", "message": "no token configured"})
+                self._refuse(503, {"code": 503, "type": "GatewayMisconfigured", "message": "no token configured"})
                 return False
             if not allowed:
-                self.close_connection = True
-                self._reply(401, {"code": 401, "type": "Unauthorized",
-                                  "message": f"send Authorization: Bearer <{route.kind} token of Secret "
-                                             f"fer-torchserve-token>"})
+                self._refuse(401, {"code": 401, "type": "Unauthorized",
+                                   "message": f"send Authorization: Bearer <{route.kind} token of Secret "
+                                              f"fer-torchserve-token>"})
             return allowed
 
         def _forward(self) -> None:
@@ -284,7 +335,7 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
             if body is None:
                 return
             headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
-            if route.kind == "inference" and self.command in ("POST", "PUT"):
+            if route.kind == "inference" and (body or self.command in ("POST", "PUT", "PATCH")):
                 try:
                     headers, body = raw_image_request(headers, body)
                 except RequestError as exc:

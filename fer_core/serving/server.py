@@ -184,8 +184,10 @@ def _start_gateway(settings: ServerSettings, backend_url: str) -> subprocess.Pop
     return process
 
 
-def _stop_pid(pid: int, timeout: float) -> None:
+def _stop_pid(pid: int | None, timeout: float) -> None:
     """SIGTERM a process and its children; SIGKILL whatever is left after `timeout`."""
+    if not pid or pid == os.getpid():  # psutil.Process(None) is this very process
+        return
     try:
         parent = psutil.Process(pid)
         family = [parent, *parent.children(recursive=True)]
@@ -208,7 +210,7 @@ def client_for(settings: ServerSettings, timeout: float = 60.0) -> TorchServeCli
 
 def _log_tail(settings: ServerSettings, lines: int = 40) -> str:
     chunks = []
-    for name in ("ts_stdout.log", "ts_log.log"):
+    for name in ("ts_stdout.log", "ts_log.log", "gateway.log"):
         path = settings.log_dir / name
         if path.is_file():
             chunks.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
@@ -229,7 +231,11 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
         backend = settings.backend_url()
         if _gateway_pid(settings) is None and backend:
             gateway = _start_gateway(settings, backend)
-            wait_healthy(settings, [gateway], timeout)
+            try:
+                wait_healthy(settings, [gateway], timeout)
+            except BaseException:
+                _stop_pid(gateway.pid, timeout=10)
+                raise
         return {"started": False, "pid": pid, **server_status(settings)}
     for name in load_models or []:
         if not (settings.model_store / name).is_file():
@@ -238,8 +244,9 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     (settings.home / "tmp").mkdir(parents=True, exist_ok=True)
     settings.key_file.unlink(missing_ok=True)  # a stale key file must not pass for a fresh one
-    if _gateway_pid(settings) is not None:  # a gateway left from a TorchServe that died: ours to end
-        _stop_pid(_gateway_pid(settings), timeout=10)
+    stale_gateway = _gateway_pid(settings)
+    if stale_gateway is not None:  # a gateway left from a TorchServe that died: ours to end
+        _stop_pid(stale_gateway, timeout=10)
     if not settings.backend_inference_port:
         settings = replace(settings, backend_inference_port=_free_loopback_port())
     atomic_write_text(settings.config_file, render_config(settings, load_models))
@@ -295,9 +302,12 @@ def wait_healthy(settings: ServerSettings, processes: list[subprocess.Popen], ti
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
-                what = "the gateway" if GATEWAY_MODULE in process.args else "TorchServe"
-                raise ServeError(f"{what} exited with code {process.returncode} while starting (port "
-                                 f"{settings.inference_port} taken?)\n{_log_tail(settings)}")
+                if GATEWAY_MODULE in process.args:
+                    raise ServeError(f"the gateway exited with code {process.returncode} while starting (is port "
+                                     f"{settings.address}:{settings.inference_port} taken? a TorchServe started by an "
+                                     f"older version: `fer serve stop`, then start)\n{_log_tail(settings)}")
+                raise ServeError(f"TorchServe exited with code {process.returncode} while starting\n"
+                                 f"{_log_tail(settings)}")
         if settings.key_file.is_file():
             try:
                 if client_for(settings, timeout=5).ping().get("status") == "Healthy":

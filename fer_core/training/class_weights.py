@@ -93,10 +93,12 @@ def weights_report(scheme: str, beta: float, max_weight: float | None, class_nam
             "weights": dict(zip(names, (float(w) for w in weights)))}
 
 
-def read_class_weights(path: str | os.PathLike, class_names: Sequence[str]) -> tuple[list[float], dict]:
+def read_class_weights(path: str | os.PathLike, class_names: Sequence[str],
+                       counts: Sequence[int] | None = None) -> tuple[list[float], dict]:
     """The weights in a weights.json (`fer data weights`, the pipeline's class-weights step), in
     `class_names` order, and the whole file. Errors name the file and the class: a file for other
-    classes, a missing class, or a weight that is not a positive finite number."""
+    classes, a missing class, or a weight that is not a positive finite number; with `counts` (the
+    train split's), a file that records other counts was made from other data."""
     import json
     import math
 
@@ -122,6 +124,13 @@ def read_class_weights(path: str | os.PathLike, class_names: Sequence[str]) -> t
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{path}: weight of {name!r} is {value!r}; a positive finite number is needed")
         out.append(float(value))
+    recorded = report.get("counts")
+    if counts is not None and isinstance(recorded, dict) and recorded:
+        differ = [name for name, n in zip(names, counts) if name in recorded and recorded[name] != n]
+        if differ:
+            name = differ[0]
+            raise ValueError(f"{path}: made from other data ({name}: {recorded[name]} train images, this "
+                             f"dataset has {counts[names.index(name)]}); recompute it with `fer data weights`")
     return out, report
 
 

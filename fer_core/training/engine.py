@@ -278,7 +278,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     # model, loss, optimiser
     counts = train_counts(data_dir / MANIFEST, num_classes)
     if weights_file is not None:
-        given, weights_source = read_class_weights(weights_file, class_names)
+        given, weights_source = read_class_weights(weights_file, class_names, counts)
         class_weights = torch.tensor(given, dtype=torch.float32)
     else:
         class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
@@ -300,6 +300,11 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     if resume and checkpoint_path.is_file():
         checkpoint = load_torch(checkpoint_path)
         _check_resumable(checkpoint, config, checkpoint_path)
+        saved_weights = checkpoint.get("class_weights")
+        if saved_weights is not None and not torch.allclose(torch.tensor(saved_weights), class_weights):
+            raise ResumeError(f"{checkpoint_path} was trained with class weights {[round(w, 4) for w in saved_weights]}, "
+                              f"now {[round(w, 4) for w in class_weights.tolist()]} (another --weights file?); "
+                              "resume with the same weights, or start over with --no-resume or another --out")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -356,6 +361,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         if info.is_main:
             save_torch({
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(),
+                "class_weights": class_weights.tolist(),
                 "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rank_state": rank_state,
                 **{key: value for key, value in state.items() if key != "sums"},

@@ -316,3 +316,52 @@ def test_oversized_bodies_get_a_json_413_before_they_are_sent(stack):
         while chunk := sock.recv(4096):  # the gateway closes the connection after a 400
             head += chunk
     assert head.startswith(b"HTTP/1.1 400") and b'"type": "BadRequest"' in head
+
+
+def _raw(url: str, request: bytes, then: bytes = b"") -> bytes:
+    """Send raw bytes on one connection; everything the gateway answers until it closes."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        if then:
+            sock.sendall(then)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return received
+
+
+AUTH = b"Authorization: Bearer client-secret-token\r\n"
+
+
+def test_ambiguous_framing_is_refused_and_nothing_is_smuggled(stack):
+    """A body the gateway does not read must never be parsed as a second request (request smuggling):
+    other transfer codings, two Content-Lengths, TE with CL, negative or non-hex chunk sizes."""
+    urls, _ = stack
+    smuggled = b"GET /missing/x HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n"
+    cases = {
+        "gzip, chunked": b"Transfer-Encoding: gzip, chunked\r\n\r\n",
+        "two lengths": b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+        "TE and CL": b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+        "negative chunk": b"Transfer-Encoding: chunked\r\n\r\n-1\r\n",
+        "non-hex chunk": b"Transfer-Encoding: chunked\r\n\r\n0x10\r\n",
+        "unicode digits": "Content-Length: ²\r\n\r\n".encode(),
+    }
+    for name, tail in cases.items():
+        answer = _raw(urls["inference"], b"POST /predictions/fer HTTP/1.1\r\nHost: x\r\n" + AUTH + tail, smuggled)
+        assert answer.startswith(b"HTTP/1.1 400"), (name, answer[:200])
+        assert answer.count(b"HTTP/1.1 ") == 1, (name, answer)  # the smuggled GET was never answered
+    # an unauthenticated request with a body: refused, and its body is not a second request either
+    answer = _raw(urls["inference"], b"POST /predictions/fer HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                  + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled)
+    assert answer.startswith(b"HTTP/1.1 401") and answer.count(b"HTTP/1.1 ") == 1, answer
+    # /healthz (no token) with a body
+    answer = _raw(urls["inference"], b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                  + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1 ") == 1, answer
+

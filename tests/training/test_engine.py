@@ -251,3 +251,21 @@ def test_the_class_weights_file_is_what_the_loss_uses(tiny_data, tmp_path):
     bad.write_text(json.dumps({"weights": {**{c: 1.0 for c in CLASS_NAMES_7}, "fear": -2}}))
     with pytest.raises(ValueError, match="weight of 'fear' is -2"):
         train(config, tiny_data, tmp_path / "bad", export=False, weights_file=bad)
+
+
+def test_a_weights_file_from_other_data_and_a_resume_with_other_weights_are_refused(tiny_data, tmp_path):
+    from fer_core.labels import CLASS_NAMES_7
+    from fer_core.training.engine import ResumeError
+
+    config = tiny_config(**{"train.epochs": 1, "train.max_steps_per_epoch": 1})
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"weights": {c: 1.0 for c in CLASS_NAMES_7}, "counts": {c: 999 for c in CLASS_NAMES_7}}))
+    with pytest.raises(ValueError, match="other.json: made from other data"):
+        train(config, tiny_data, tmp_path / "a", export=False, weights_file=other)
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"weights": {c: 1.0 for c in CLASS_NAMES_7}}))
+    train(config, tiny_data, tmp_path / "run", export=False, weights_file=flat)
+    heavy = tmp_path / "heavy.json"
+    heavy.write_text(json.dumps({"weights": {c: (5.0 if c == "fear" else 1.0) for c in CLASS_NAMES_7}}))
+    with pytest.raises(ResumeError, match="class weights"):
+        train(config.override({"train.epochs": 2}), tiny_data, tmp_path / "run", export=False, weights_file=heavy)
