@@ -37,6 +37,8 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
     command after an interruption resumes where the last checkpoint left off. For several processes,
     use `torchrun --nproc-per-node N -m fer_core.training.engine` with the same options.
     """
+    from mlflow.exceptions import MlflowException
+
     from fer_core.data.images import ImageDecodeError
     from fer_core.training.engine import BEST_METRIC, train as run_training
 
@@ -64,8 +66,9 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
             MlflowClient(tracking.configure(uri)).set_terminated(run_id, "FINISHED")
         else:
             result = run_training(config, data_dir, run_dir, resume=not no_resume, weights_file=weights_file)
-    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError, OSError) as exc:
-        fail(str(exc))  # (MlflowException is a RuntimeError: a tracking server that refuses says so here)
+    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError, OSError,
+            MlflowException) as exc:  # a tracking server that refuses says so, without a traceback
+        fail(str(exc))
     click.echo(f"best epoch {result.best_epoch} of {result.epochs_completed}"
                f"{' (stopped early)' if result.stopped_early else ''}: "
                + ", ".join(f"{key} {value:.4f}" for key, value in result.best_metrics.items()))
