@@ -37,6 +37,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -182,11 +183,19 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
     """`token` None: pass-through mode (the client's Authorization goes on to TorchServe, which checks
     it); else the route's token is checked here and `keys` supplies TorchServe's own key."""
 
+    upstream_pool = threading.local()  # one kept-alive connection to TorchServe per gateway thread
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "fer-gateway"
         sys_version = ""  # no Python version in the Server header
         timeout = CLIENT_TIMEOUT_S
+
+        def setup(self) -> None:
+            super().setup()
+            # the status line + headers and the body go out in separate writes: without TCP_NODELAY,
+            # Nagle's algorithm holds the body until the client's delayed ACK (~40 ms per request)
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _has_body(self) -> bool:
             return bool(self.headers.get_all("Transfer-Encoding")) or (self.headers.get("Content-Length") or "0").strip() != "0"
@@ -291,13 +300,33 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
             return self.rfile.read(length) if length else b""
 
         def _upstream(self, method: str, path: str, body: bytes, headers: dict[str, str]):
-            connection = http.client.HTTPConnection(*route.upstream, timeout=timeout_s)
-            try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                return response.status, response.getheaders(), response.read()
-            finally:
-                connection.close()
+            """One request to TorchServe over this thread's kept-alive connection (a new TCP connection
+            per request cost the gateway a third of TorchServe's throughput at concurrency 8); a
+            connection TorchServe closed meanwhile is opened again once."""
+            for attempt in (1, 2):
+                connection = getattr(upstream_pool, "connection", None)
+                fresh = connection is None
+                if fresh:
+                    connection = upstream_pool.connection = http.client.HTTPConnection(*route.upstream, timeout=timeout_s)
+                try:
+                    connection.request(method, path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    data = response.read()
+                    if response.will_close:
+                        connection.close()
+                        upstream_pool.connection = None
+                    return response.status, response.getheaders(), data
+                except (http.client.RemoteDisconnected, http.client.CannotSendRequest, BrokenPipeError,
+                        ConnectionResetError):
+                    connection.close()
+                    upstream_pool.connection = None
+                    if fresh or attempt == 2:
+                        raise
+                except BaseException:
+                    connection.close()
+                    upstream_pool.connection = None
+                    raise
+            raise OSError("unreachable")
 
         def _healthz(self) -> None:
             self.close_connection = self._has_body()  # an unexpected body is never read as a next request
