@@ -22,7 +22,7 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], config: dict, mlflow_
         metrics.log_metric(key, value)
     confusion.log_confusion_matrix(list(result["per_class_recall"]), [list(map(int, row)) for row in result["confusion_matrix"]])
     with open(plots.path, "w", encoding="utf-8") as handle:
-        handle.write(plots_html(model.path, result))
+        handle.write(plots_html(model.path, result, run_id=mlflow_run_id))
     split = result["split"]
     announce(", ".join(f"{split} {label} {headline[f'{split}_{key}']:.3f}" for key, label in (
         ("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy"), ("macro_f1", "macro F1"),

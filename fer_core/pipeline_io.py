@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import os
 from pathlib import Path
@@ -52,19 +53,64 @@ def ingest_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots_html(run_dir: str | Path, metrics: dict[str, Any]) -> str:
-    """One self-contained page: the headline metrics and every plot inlined as PNG."""
+PLOT_CAPTIONS = {"confusion_matrix": "Confusion matrix: rows are true classes, columns predictions",
+                 "per_class_recall": "Recall of each class (the dashed line is their mean, the gate's metric)",
+                 "reliability": "Calibration: accuracy per confidence bin against the diagonal",
+                 "training_curves": "Loss and accuracy per epoch, train and validation"}
+PAGE_STYLE = ("body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}"
+              "h1{font-size:22px;margin-bottom:4px}.meta{color:#555;font-size:13px;margin-bottom:16px}"
+              "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 10px;"
+              "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+              "figure{display:inline-block;margin:0 16px 20px 0;vertical-align:top}"
+              "figure img{max-width:520px;border:1px solid #eee}figcaption{font-size:13px;color:#444;max-width:520px}")
+
+
+def _caption(relative: str) -> str:
+    stem = Path(relative).stem
+    for key, text in PLOT_CAPTIONS.items():
+        if stem.endswith(key):
+            split = stem[: -len(key)].rstrip("_")
+            return f"{text}" + (f" ({split} split)" if split else "")
+    return stem.replace("_", " ")
+
+
+def plots_html(run_dir: str | Path, metrics: dict[str, Any], run_id: str = "") -> str:
+    """One self-contained, styled page: which run and data, the headline metrics, the per-class
+    figures, and every plot inlined as PNG with a caption saying what it shows."""
     run_dir = Path(run_dir)
-    rows = "".join(f"<tr><td>{html.escape(key)}</td><td>{metrics[key]:.4f}</td></tr>"
-                   for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece")
+    esc = html.escape
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    facts = [f"MLflow run <code>{esc(run_id)}</code>" if run_id else "",
+             f"best epoch {esc(str(metrics.get('best_epoch')))}" if metrics.get("best_epoch") is not None else "",
+             f"{esc(str(metrics.get('num_samples', '')))} images" if metrics.get("num_samples") else "",
+             f"input {esc(str(meta.get('image_size')))} px" if meta.get("image_size") else ""]
+    rows = "".join(f"<tr><td>{esc(label)}</td><td>{metrics[key]:.4f}</td></tr>"
+                   for key, label in (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy"),
+                                      ("macro_f1", "macro-F1"), ("ece", "expected calibration error"))
                    if isinstance(metrics.get(key), (int, float)))
+    per_class = ""
+    recall = metrics.get("per_class_recall") or {}
+    if recall:
+        support = metrics.get("per_class_support") or {}
+        precision = metrics.get("per_class_precision") or {}
+        order = [name for name in meta.get("class_names", []) if name in recall] or list(recall)
+        cells = "".join(
+            f"<tr><td>{esc(name)}</td><td>{support.get(name, '')}</td>"
+            f"<td>{'' if precision.get(name) is None else f'{precision[name]:.3f}'}</td>"
+            f"<td>{'' if recall[name] is None else f'{recall[name]:.3f}'}</td></tr>" for name in order)
+        per_class = ("<table><tr><th>class</th><th>images</th><th>precision</th><th>recall</th></tr>"
+                     f"{cells}</table>")
     images = []
     for relative in metrics.get("plots", []):
         data = base64.b64encode((run_dir / relative).read_bytes()).decode("ascii")
-        images.append(f"<figure><img src=\"data:image/png;base64,{data}\"/><figcaption>"
-                      f"{html.escape(relative)}</figcaption></figure>")
-    return (f"<html><head><meta charset=\"utf-8\"><title>Evaluation</title></head><body>"
-            f"<h1>Evaluation on {html.escape(str(metrics.get('split', '')))}</h1><table>{rows}</table>"
+        images.append(f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{esc(_caption(relative))}\"/>"
+                      f"<figcaption>{esc(_caption(relative))}</figcaption></figure>")
+    split = esc(str(metrics.get("split", "")))
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Evaluation ({split})</title>"
+            f"<style>{PAGE_STYLE}</style></head><body><h1>Evaluation on the {split} split</h1>"
+            f"<div class=\"meta\">{' · '.join(f for f in facts if f)}</div>"
+            f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>{per_class}"
             f"{''.join(images)}</body></html>")
 
 

@@ -52,8 +52,15 @@ def _secrets(task: dsl.PipelineTask, *, s3: bool = False, mlflow: bool = False, 
         kubernetes.use_secret_as_env(task, cluster.TORCHSERVE_TOKEN_SECRET, {"management-token": "TORCHSERVE_MANAGEMENT_TOKEN"})
 
 
+# What the Kubeflow UI shows on each node of the run graph (the task names stay the step names).
+DISPLAY_NAMES = {"ingest": "Ingest dataset", "validate": "Validate (Great Expectations)",
+                 "stop-invalid-data": "Stop: dataset invalid", "class-weights": "Class weights",
+                 "train": "Train CBAM-ResNet (GPU)", "evaluate": "Evaluate on the test split",
+                 "register": "Register + quality gate", "deploy": "Deploy champion to TorchServe"}
+
+
 def _step(task: dsl.PipelineTask, name: str, *, cpu: str = "1", memory: str = "2Gi") -> dsl.PipelineTask:
-    task.set_display_name(name)
+    task.set_display_name(DISPLAY_NAMES[name])
     task.set_caching_options(CACHING[name])
     if name in RETRIES:
         task.set_retry(num_retries=RETRIES[name], backoff_duration="30s", backoff_factor=2.0)

@@ -135,3 +135,11 @@ def test_every_pipeline_parameter_has_a_description(tmp_path):
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "pipeline.md").read_text(encoding="utf-8")
     assert not [name for name in names if f"`{name}`" not in doc], "parameters missing from docs/pipeline.md"
+
+
+def test_each_step_has_a_readable_display_name(tmp_path):
+    from pipelines.fer_pipeline import DISPLAY_NAMES
+
+    pipeline_spec, _ = _compile(tmp_path)
+    shown = {name: task["taskInfo"]["name"] for name, task in _tasks(pipeline_spec).items()}
+    assert shown == DISPLAY_NAMES and all(" " in value for value in shown.values())

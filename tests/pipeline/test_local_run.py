@@ -75,6 +75,10 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     trained = tasks["train"] / "model"
     assert {"best.pt", "model.safetensors", "meta.json"} <= {p.name for p in trained.iterdir()}
     assert not (trained / "checkpoints").exists()
+    # the evaluation page (Kubeflow HTML artifact) says which run it is and what each plot shows
+    page = (tasks["evaluate"] / "plots").read_text(encoding="utf-8")
+    assert "<style>" in page and "MLflow run <code>" in page and "Confusion matrix: rows are true classes" in page
+    assert "test_confusion_matrix.png" not in page  # captions are words, not file paths
     # the console: one line per step with its time and figures, the epochs, nothing else; no ANSI in a pipe
     shown = terminal.getvalue()
     assert "\x1b[" not in shown and len(shown.splitlines()) < 30, shown
