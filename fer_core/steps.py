@@ -172,7 +172,11 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
                                   dvc_rev=version.get("dvc_rev"), dvc_md5=version.get("dvc_md5"),
                                   source=version.get("source"))
         if report_dir and Path(report_dir).is_dir():
-            tracking.log_artifacts_dir(run_id, report_dir, "validation")
+            # the report itself; Great Expectations' Data Docs site (data_docs/, ~4 MB of static assets)
+            # stays with the validate step's artifact and the DVC report folder
+            for item in sorted(Path(report_dir).iterdir()):
+                if item.is_file():
+                    tracking.log_artifacts_dir(run_id, item, "validation")
         if weights_dir and Path(weights_dir).is_dir():
             tracking.log_artifacts_dir(run_id, weights_dir, "class_weights")
         # the class weights are the class-weights step's artifact when there is one (what the DAG shows)

@@ -13,6 +13,8 @@ Every expectation carries `meta.check` (our stable check name) and GX's own `sev
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -335,8 +337,11 @@ def facts_checks(config: ValidateConfig, facts: pd.DataFrame, rejected: Rejected
 # running
 
 
-def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> tuple[list[CheckResult], dict]:
-    """Run each table's expectations as one GX ValidationDefinition; map results back to our checks."""
+def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check],
+               data_docs_dir: str | Path | None = None) -> tuple[list[CheckResult], dict]:
+    """Run each table's expectations as one GX ValidationDefinition; map results back to our checks.
+    With `data_docs_dir`, Great Expectations' own Data Docs (its static site of suites and validation
+    results, index.html) are built there too."""
     quiet_third_parties()  # GX reads GX_ANALYTICS_ENABLED at import; callers need not remember it
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -379,6 +384,13 @@ def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check]) -> tuple[li
             results.append(CheckResult(check.name, check.severity, bool(item.success), message, examples))
     order = {check.name: position for position, check in enumerate(checks)}
     results.sort(key=lambda result: order[result.name])
+    if data_docs_dir is not None:
+        context.add_data_docs_site(site_name="fer", site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
+        })
+        context.build_data_docs(site_names=["fer"])
     return results, statistics
 
 

@@ -8,6 +8,7 @@ bounds, a listed file missing or unreadable). Warnings (class imbalance, tiny cl
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -146,7 +147,10 @@ def validate_dataset(data_dir: str | Path, config: ValidateConfig, report_dir: s
         facts = facts_table(len(manifest), rejected, info.num_inputs, class_counts)
         tables["facts"] = facts
         gx_checks += facts_checks(config, facts, rejected, class_counts)
-    gx_results, statistics = run_checks(tables, gx_checks) if gx_checks else ([], {})
+    data_docs = report_dir / "data_docs"  # Great Expectations' own site, for its users (index.html)
+    if data_docs.exists():
+        shutil.rmtree(data_docs)  # a previous validation's site in our own report folder
+    gx_results, statistics = run_checks(tables, gx_checks, data_docs) if gx_checks else ([], {})
     checks += gx_results
 
     failures = [c for c in checks if not c.success and c.severity == CRITICAL]

@@ -105,6 +105,11 @@ def test_valid_dataset_passes_and_writes_reports(dataset):
     assert report["summary"]["split_rows"] == {"train": 21, "val": 7, "test": 7}
     page = result.report_html.read_text()
     assert "VALID" in page and "class_in_every_split" in page
+    # Great Expectations' own Data Docs: an index, each suite and its validation result
+    docs = dataset.root / "validation" / "data_docs"
+    assert "fer_manifest" in (docs / "index.html").read_text(encoding="utf-8")
+    assert (docs / "expectations" / "fer_manifest.html").is_file()
+    assert list((docs / "validations" / "fer_manifest").rglob("*.html"))
 
 
 def test_unknown_label_fails_naming_row_and_value(dataset):
