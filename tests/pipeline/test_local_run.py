@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -133,6 +135,21 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
     assert sorted(path.name for path in store.glob("*.mar")) == ["fer-1.mar"]
+
+    # docs/pipeline.md's snippets, as written but for the model name, version and tracking URI
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    use = re.search(r"## Use the champion\s*```python\n(.*?)```", doc, re.S).group(1)
+    use = use.replace('"http://mlflow.fer.svc.cluster.local:5000"', repr(default_tracking_uri()))
+    use = use.replace("fer-cbam-resnet", MODEL) + "\nprint(out['probabilities'].shape, out['uncertainty'].shape)\n"
+    done = subprocess.run([sys.executable, "-c", use], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "(2, 7) (2,)", done.stderr[-2000:]
+    promote = re.search(r"## Promote, inspect, roll back.*?```python\n(.*?)```", doc, re.S).group(1)
+    promote = promote.replace("fer-cbam-resnet", MODEL).replace('"7"', '"2"')
+    done = subprocess.run([sys.executable, "-c", promote], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": default_tracking_uri()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"  # promoted to 2, rolled back
+    assert client.get_model_version(MODEL, "2").tags.get("gate.manual")  # the hand promotion was recorded
 
 
 def test_invalid_data_stops_at_validate_with_the_report(tmp_path):

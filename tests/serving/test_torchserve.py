@@ -286,6 +286,33 @@ def test_a_dead_gateway_is_reported_and_started_again(server, client, good_image
     assert client.predict("fer", good_images["rgb_png"]).status == 200
 
 
+def test_the_docs_python_example_runs_as_written(server, tmp_path):
+    """docs/serving.md's requests example, as written (only the port differs), prints a label."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tests.serving.conftest import encode, face_array
+
+    settings, _, _ = server
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
+    block = re.search(r"Python \(requests\):\s*```python\n(.*?)```", doc, re.S).group(1)
+    port = settings.inference_url.rsplit(":", 1)[1]
+    (tmp_path / ".fer" / "torchserve").mkdir(parents=True)
+    shutil.copyfile(settings.key_file, tmp_path / ".fer" / "torchserve" / "key_file.json")
+    (tmp_path / "face.jpg").write_bytes(encode(Image.fromarray(face_array()), "JPEG"))
+    done = subprocess.run([sys.executable, "-c", block.replace("127.0.0.1:8080", f"127.0.0.1:{port}")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    label, probability, uncertainty = done.stdout.split()
+    assert label in {"neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"}
+    assert 0 < float(probability) <= 1 and float(uncertainty) > 0
+
+
 def test_start_fails_loudly_when_no_worker_can_load_the_model(run_dir, tmp_path):
     """A model whose worker cannot load (weights that do not match meta.json's hash): `start_server`
     raises instead of reporting a server that answers nothing, and leaves no TorchServe behind."""
