@@ -161,3 +161,28 @@ def test_a_revision_without_a_remote_is_a_dataset_not_found_error(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="rafdb"):
         fetch_dataset(clone, "rafdb", git(repo, "rev-parse", "HEAD"), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
+
+
+def test_the_docs_python_recipe_runs_as_written(tmp_path, fer_home):
+    """docs/data-versioning.md's init_repo/add_and_push block, as written, in a folder holding rafdb/
+    inside datarepo/; the printed revision is fetchable from a fresh clone (local remote under FER_HOME)."""
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data-versioning.md").read_text(encoding="utf-8")
+    block = re.search(r"From Python \(what the tests do\):\s*```python\n(.*?)```", doc, re.S).group(1)
+    data = write_dataset(tmp_path / "datarepo" / "rafdb", version=1)
+    expected = tree_bytes(data)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x.invalid"}
+    done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rev, md5 = done.stdout.strip().splitlines()[-1].split()
+    assert re.fullmatch(r"[0-9a-f]{40}", rev) and md5.endswith(".dir")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(tmp_path / "datarepo"), str(clone)], check=True)
+    fetch_dataset(clone, "rafdb", rev, tmp_path / "raw")
+    assert tree_bytes(tmp_path / "raw") == expected
