@@ -103,11 +103,15 @@ class ServerSettings:
 
     def backend_url(self) -> str | None:
         """TorchServe's own inference API behind the gateway, as the running server's config says."""
+        return self.configured("inference_address")
+
+    def configured(self, key: str) -> str | None:
+        """A value of the config.properties the server was started with (None before any start)."""
         try:
             text = self.config_file.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        found = re.search(r"^inference_address=(\S+)$", text, re.MULTILINE)
+        found = re.search(rf"^{re.escape(key)}=(\S+)$", text, re.MULTILINE)
         return found.group(1) if found else None
 
 
@@ -346,6 +350,8 @@ def server_status(settings: ServerSettings) -> dict[str, Any]:
     if pid is None:
         return status
     status["backend_url"] = settings.backend_url()
+    # where the running server really listens (it may have been started with other ports than asked now)
+    status["metrics_url"] = settings.configured("metrics_address") or status["metrics_url"]
     if gateway is None:
         status["error"] = "the gateway in front of TorchServe is not running: `fer serve start` starts it again"
         return status

@@ -185,6 +185,8 @@ def test_cli_against_running_server(server, good_images, bad_images, tmp_path, m
     assert again.exit_code == 0 and "already running" in again.output
     status = runner.invoke(cli, ["serve", "status", *ports])
     assert status.exit_code == 0 and '"health": "Healthy"' in status.output
+    # the metrics URL is the running server's, though `status` was not told its port
+    assert f'"metrics_url": "{settings.metrics_url}"' in status.output
     # Deploying the version already served only (re)makes it the default.
     redeploy = runner.invoke(cli, ["serve", "deploy", str(settings.model_store / f"fer-{version}.mar"), *ports,
                                    "--model-store", str(settings.model_store)])
