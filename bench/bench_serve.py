@@ -177,18 +177,17 @@ def main(argv: list[str] | None = None) -> dict:
             keys = read_keys(settings.key_file)
             per_thread = threading.local()
 
-            def via_rest(data: bytes) -> bool:
-                if not hasattr(per_thread, "client"):
-                    per_thread.client = TorchServeClient(settings.inference_url, settings.management_url, keys,
-                                                         timeout=300)
-                return per_thread.client.predict(serve.model_name, data).ok
+            def rest(url: str) -> Callable[[bytes], bool]:
+                """POST to `url` with one kept-alive client per sending thread."""
+                def call(data: bytes) -> bool:
+                    clients = per_thread.__dict__.setdefault("clients", {})
+                    if url not in clients:
+                        clients[url] = TorchServeClient(url, settings.management_url, keys, timeout=300)
+                    return clients[url].predict(serve.model_name, data).ok
+                return call
 
-            backend = settings.backend_url()  # TorchServe's own port behind the gateway: what the gateway costs
-
-            def direct(data: bytes) -> bool:
-                if not hasattr(per_thread, "direct"):
-                    per_thread.direct = TorchServeClient(backend, settings.management_url, keys, timeout=300)
-                return per_thread.direct.predict(serve.model_name, data).ok
+            via_rest = rest(settings.inference_url)        # through the gateway clients use
+            direct = rest(settings.backend_url())           # TorchServe's own port behind it: what the gateway costs
 
             def in_process(data: bytes) -> bool:
                 return "label" in batcher.predict(data)

@@ -12,7 +12,8 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], config: dict, mlflow_
     """Returns the held-out mean class accuracy."""
     from fer_core.config import from_dict
     from fer_core.pipeline_io import announce, plots_html, use_endpoints
-    from fer_core.steps import evaluate_step, headline_metrics
+    from fer_core.evaluation.evaluate import HEADLINE, headline_metrics
+    from fer_core.steps import evaluate_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
     result = evaluate_step(model.path, dataset.path, from_dict(config), run_id=mlflow_run_id,
@@ -24,7 +25,6 @@ def evaluate(dataset: Input[Dataset], model: Input[Model], config: dict, mlflow_
     with open(plots.path, "w", encoding="utf-8") as handle:
         handle.write(plots_html(model.path, result, run_id=mlflow_run_id))
     split = result["split"]
-    announce(", ".join(f"{split} {label} {headline[f'{split}_{key}']:.3f}" for key, label in (
-        ("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy"), ("macro_f1", "macro F1"),
-        ("ece", "ECE")) if f"{split}_{key}" in headline))
+    announce(", ".join(f"{split} {label} {headline[f'{split}_{key}']:.3f}" for key, label in HEADLINE
+                       if f"{split}_{key}" in headline))
     return float(result["mean_class_accuracy"])

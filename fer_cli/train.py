@@ -54,16 +54,12 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
     run_id = None
     try:
         if experiment:  # the pipeline's train step: the same MLflow run (params, metrics, data version, files)
-            from mlflow import MlflowClient
-
+            from fer_core import tracking
             from fer_core.steps import train_step
 
             result, run_id = train_step(data_dir, run_dir, config, experiment=experiment, weights_file=weights_file,
                                         resume=not no_resume, tags={"fer.orchestrator": "cli"})
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or None
-            from fer_core import tracking
-
-            MlflowClient(tracking.configure(uri)).set_terminated(run_id, "FINISHED")
+            tracking.client().set_terminated(run_id, "FINISHED")  # the pipeline's evaluate/register would
         else:
             result = run_training(config, data_dir, run_dir, resume=not no_resume, weights_file=weights_file)
     except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError, OSError,

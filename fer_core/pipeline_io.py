@@ -85,10 +85,10 @@ def plots_html(run_dir: str | Path, metrics: dict[str, Any], run_id: str = "") -
              f"best epoch {esc(str(metrics.get('best_epoch')))}" if metrics.get("best_epoch") is not None else "",
              f"{esc(str(metrics.get('num_samples', '')))} images" if metrics.get("num_samples") else "",
              f"input {esc(str(meta.get('image_size')))} px" if meta.get("image_size") else ""]
+    from fer_core.evaluation.evaluate import HEADLINE
+
     rows = "".join(f"<tr><td>{esc(label)}</td><td>{metrics[key]:.4f}</td></tr>"
-                   for key, label in (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy"),
-                                      ("macro_f1", "macro-F1"), ("ece", "expected calibration error"))
-                   if isinstance(metrics.get(key), (int, float)))
+                   for key, label in HEADLINE if isinstance(metrics.get(key), (int, float)))
     per_class = ""
     recall = metrics.get("per_class_recall") or {}
     if recall:

@@ -41,20 +41,6 @@ def _mlflow_run(run_id: str, tracking_uri: str | None) -> Iterator[Any]:
         raise
 
 
-def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """evaluate_run's report as flat scalars (`<split>_accuracy`, `<split>_recall_<class>`,
-    `noisy_label_auroc`): what MLflow and the KFP Metrics artifact both record."""
-    split = metrics["split"]
-    scalars = {f"{split}_{key}": float(metrics[key]) for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece")
-               if metrics.get(key) is not None}
-    scalars.update({f"{split}_recall_{name}": float(value)
-                    for name, value in metrics["per_class_recall"].items() if value is not None})
-    auroc = (metrics.get("noise") or {}).get("auroc")
-    if auroc is not None:
-        scalars["noisy_label_auroc"] = float(auroc)
-    return scalars
-
-
 # ------------------------------------------------------------------------------------------- ingest
 
 def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: str = "rafdb", dvc_repo: str = "",
@@ -200,6 +186,8 @@ def evaluate_step(run_dir: str | Path, data_dir: str | Path, config: Config, *, 
         from fer_core import tracking
 
         with _mlflow_run(run_id, tracking_uri) as client:
+            from fer_core.evaluation.evaluate import headline_metrics
+
             for key, value in headline_metrics(metrics).items():
                 client.log_metric(run_id, key, value)
             client.log_artifact(run_id, metrics["metrics_path"], "evaluation")

@@ -59,7 +59,8 @@ def test_a_pipe_gets_one_line_per_step_the_epochs_and_a_failures_tail_without_an
 def test_a_terminal_gets_a_live_progress_line_redrawn_in_place():
     shown, _, _ = _run(tty=True)
     assert "\r\x1b[2K  ... train: epoch 1:  50%" in shown        # redrawn, not a new line
-    assert "it/s" not in "".join(line for line in shown.split("\n") if not line.startswith("\r"))
+    # a progress refresh is always overwritten by the next carriage return, never ended by a newline
+    assert all("\n" not in segment for segment in shown.split("\r") if "it/s" in segment)
 
 
 def test_verbose_shows_everything_the_runner_wrote():

@@ -152,6 +152,33 @@ def noise_detection(model: FERNet, data_dir: Path, truth_path: Path, image_size:
     return result
 
 
+# The figures a run is judged by, with the words people read them as (scores file, MLflow, the
+# pipeline's console line and evaluation page all use this one list).
+HEADLINE = (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy"), ("macro_f1", "macro-F1"),
+            ("ece", "ECE"))
+
+
+def scores(report: dict[str, Any]) -> dict[str, float]:
+    """The headline figures of an evaluation report, unprefixed, and the noisy-label AUROCs if any."""
+    out = {key: float(report[key]) for key, _ in HEADLINE if report.get(key) is not None}
+    noise = report.get("noise") or {}
+    if noise.get("auroc") is not None:
+        out["noisy_label_auroc"] = float(noise["auroc"])
+    if noise.get("ambiguous_auroc") is not None:
+        out["ambiguous_auroc"] = float(noise["ambiguous_auroc"])
+    return out
+
+
+def headline_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The report as flat scalars for MLflow and the KFP Metrics artifact: `<split>_<figure>`,
+    `<split>_recall_<class>`, and the noisy-label AUROCs unprefixed."""
+    split = report["split"]
+    flat = {(key if key.endswith("auroc") else f"{split}_{key}"): value for key, value in scores(report).items()}
+    flat.update({f"{split}_recall_{name}": float(value)
+                 for name, value in report["per_class_recall"].items() if value is not None})
+    return flat
+
+
 def _metrics_path(run_dir: Path, split: str) -> Path:
     return run_dir / ("metrics.json" if split == "test" else f"metrics_{split}.json")
 
@@ -215,9 +242,5 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     report = M.nan_to_none(report)
     write_json(report["metrics_path"], report)
     # the headline figures alone (DVC's metrics file: `dvc metrics show`, one column each in `dvc exp show`)
-    scores = {key: report[key] for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece") if report.get(key) is not None}
-    for key in ("auroc", "ambiguous_auroc"):
-        if (report.get("noise") or {}).get(key) is not None:
-            scores[f"noisy_label_{key}" if key == "auroc" else key] = report["noise"][key]
-    write_json(run_dir / ("scores.json" if split == "test" else f"scores_{split}.json"), scores)
+    write_json(run_dir / ("scores.json" if split == "test" else f"scores_{split}.json"), scores(report))
     return report

@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 PLACEHOLDER = "REPLACE_ME"
 # Headers that describe one connection, not the message (RFC 9110 section 7.6.1): never forwarded.
@@ -126,6 +127,16 @@ class Route:
     upstream: tuple[str, int]
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    """One JSON response with its length (the gateway's own answers; test doubles of TorchServe too)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class RequestError(ValueError):
     """A request the gateway answers with 400 itself (the message says why, never echoes the body)."""
 
@@ -204,12 +215,7 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
             sys.stderr.write(f"{route.kind} {self.address_string()} {format % args}\n")
 
         def _reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body)
 
         def _declared_length(self) -> int:
             """The body's length: Content-Length (ASCII digits, one value) or 0; RequestError for a
@@ -247,7 +253,7 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
                 left = min(unread, DRAIN_BYTES) if unread else 0
                 deadline = time.monotonic() + DRAIN_SECONDS
                 while left > 0 and time.monotonic() < deadline:
-                    chunk = self.rfile.read1(min(left, 65536)) if hasattr(self.rfile, "read1") else self.rfile.read(min(left, 65536))
+                    chunk = self.rfile.read1(min(left, 65536))
                     if not chunk:
                         break
                     left -= len(chunk)
@@ -303,30 +309,27 @@ def make_handler(route: Route, token: "ClientToken | DistinctToken | None", keys
             """One request to TorchServe over this thread's kept-alive connection (a new TCP connection
             per request cost the gateway a third of TorchServe's throughput at concurrency 8); a
             connection TorchServe closed meanwhile is opened again once."""
-            for attempt in (1, 2):
+            while True:
                 connection = getattr(upstream_pool, "connection", None)
-                fresh = connection is None
-                if fresh:
+                reused = connection is not None
+                if not reused:
                     connection = upstream_pool.connection = http.client.HTTPConnection(*route.upstream, timeout=timeout_s)
                 try:
                     connection.request(method, path, body=body, headers=headers)
                     response = connection.getresponse()
                     data = response.read()
-                    if response.will_close:
-                        connection.close()
-                        upstream_pool.connection = None
-                    return response.status, response.getheaders(), data
-                except (http.client.RemoteDisconnected, http.client.CannotSendRequest, BrokenPipeError,
-                        ConnectionResetError):
+                except BaseException as exc:
                     connection.close()
                     upstream_pool.connection = None
-                    if fresh or attempt == 2:
-                        raise
-                except BaseException:
-                    connection.close()
-                    upstream_pool.connection = None
+                    stale = isinstance(exc, (http.client.RemoteDisconnected, http.client.CannotSendRequest,
+                                             BrokenPipeError, ConnectionResetError))
+                    if reused and stale:
+                        continue  # TorchServe closed the idle kept-alive connection: once more on a new one
                     raise
-            raise OSError("unreachable")
+                if response.will_close:
+                    connection.close()
+                    upstream_pool.connection = None
+                return response.status, response.getheaders(), data
 
         def _healthz(self) -> None:
             self.close_connection = self._has_body()  # an unexpected body is never read as a next request

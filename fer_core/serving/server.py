@@ -103,16 +103,15 @@ class ServerSettings:
 
     def backend_url(self) -> str | None:
         """TorchServe's own inference API behind the gateway, as the running server's config says."""
-        return self.configured("inference_address")
+        return self.running_config().get("inference_address")
 
-    def configured(self, key: str) -> str | None:
-        """A value of the config.properties the server was started with (None before any start)."""
+    def running_config(self) -> dict[str, str]:
+        """The config.properties the server was started with ({} before any start)."""
         try:
             text = self.config_file.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return None
-        found = re.search(rf"^{re.escape(key)}=(\S+)$", text, re.MULTILINE)
-        return found.group(1) if found else None
+            return {}
+        return dict(re.findall(r"^(\w+)=(\S+)$", text, re.MULTILINE))
 
 
 def render_config(settings: ServerSettings, load_models: list[str] | None = None) -> str:
@@ -172,14 +171,19 @@ def _free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
+def _child_env(**extra: str) -> dict[str, str]:
+    """The environment of a process we start (TorchServe's workers, the gateway): ours, with this
+    package importable (the handler and the gateway are fer_core's), plus `extra`."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, **extra,
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+
+
 def _start_gateway(settings: ServerSettings, backend_url: str) -> subprocess.Popen:
     """The pass-through gateway on serve.address:serve.inference_port in front of TorchServe."""
     backend = backend_url.removeprefix("http://").removeprefix("https://")
-    env = {**os.environ, "FER_GATEWAY_AUTH": "passthrough",
-           "FER_GATEWAY_INFERENCE": f"{settings.address}:{settings.inference_port}={backend}",
-           "FER_GATEWAY_MAX_BODY": str(settings.max_request_bytes),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
-                                                       os.environ.get("PYTHONPATH")]))}
+    env = _child_env(FER_GATEWAY_AUTH="passthrough", FER_GATEWAY_MAX_BODY=str(settings.max_request_bytes),
+                     FER_GATEWAY_INFERENCE=f"{settings.address}:{settings.inference_port}={backend}")
     env.pop("FER_GATEWAY_MANAGEMENT", None)
     with open(settings.log_dir / "gateway.log", "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", GATEWAY_MODULE], cwd=settings.home, env=env, stdout=log,
@@ -254,9 +258,7 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     if not settings.backend_inference_port:
         settings = replace(settings, backend_inference_port=_free_loopback_port())
     atomic_write_text(settings.config_file, render_config(settings, load_models))
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "LOG_LOCATION": str(settings.log_dir), "METRICS_LOCATION": str(settings.log_dir),
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = _child_env(LOG_LOCATION=str(settings.log_dir), METRICS_LOCATION=str(settings.log_dir))
     with open(settings.log_dir / "ts_stdout.log", "ab") as log:
         process = subprocess.Popen(_java_command(settings), cwd=settings.home, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -349,9 +351,10 @@ def server_status(settings: ServerSettings) -> dict[str, Any]:
                               "home": str(settings.home), "model_store": str(settings.model_store)}
     if pid is None:
         return status
-    status["backend_url"] = settings.backend_url()
+    running = settings.running_config()
+    status["backend_url"] = running.get("inference_address")
     # where the running server really listens (it may have been started with other ports than asked now)
-    status["metrics_url"] = settings.configured("metrics_address") or status["metrics_url"]
+    status["metrics_url"] = running.get("metrics_address") or status["metrics_url"]
     if gateway is None:
         status["error"] = "the gateway in front of TorchServe is not running: `fer serve start` starts it again"
         return status

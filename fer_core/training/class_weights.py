@@ -13,6 +13,7 @@ below 1 cannot average 1), so a smaller value is an error.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from pathlib import Path
@@ -99,9 +100,6 @@ def read_class_weights(path: str | os.PathLike, class_names: Sequence[str],
     `class_names` order, and the whole file. Errors name the file and the class: a file for other
     classes, a missing class, or a weight that is not a positive finite number; with `counts` (the
     train split's), a file that records other counts was made from other data."""
-    import json
-    import math
-
     path = Path(path)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))

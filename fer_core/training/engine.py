@@ -278,13 +278,13 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     # model, loss, optimiser
     counts = train_counts(data_dir / MANIFEST, num_classes)
     if weights_file is not None:
-        given, weights_source = read_class_weights(weights_file, class_names, counts)
+        given, given_report = read_class_weights(weights_file, class_names, counts)
         class_weights = torch.tensor(given, dtype=torch.float32)
+        scheme = (given_report.get("scheme"), given_report.get("beta"), given_report.get("max_weight"))
     else:
         class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
                                               config.weights.max_weight)
-        weights_source = weights_report(config.weights.scheme, config.weights.beta, config.weights.max_weight,
-                                        class_names, counts, class_weights.tolist())
+        scheme = (config.weights.scheme, config.weights.beta, config.weights.max_weight)
     model = build_model(config.model, num_classes)
     loss_fn = WeightedAddUpLoss(class_weights)
     optimizer = torch.optim.Adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay))
@@ -346,9 +346,8 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
-        write_json(run_dir / "weights.json", {**weights_source, "counts": dict(zip(class_names, counts)),
-                                               "weights": dict(zip(class_names, class_weights.tolist())),
-                                               "source": str(weights_file) if weights_file else "computed"})
+        write_json(run_dir / "weights.json", {**weights_report(*scheme, class_names, counts, class_weights.tolist()),
+                                              "source": str(weights_file) if weights_file else "computed"})
         callbacks.on_train_start(TrainContext(
             config=config.to_dict(), run_dir=run_dir, data_dir=data_dir, class_names=list(class_names),
             train_counts=counts, class_weights=class_weights.tolist(), num_train=len(train_set),

@@ -51,12 +51,7 @@ def fake_torchserve(key: str) -> ThreadingHTTPServer:
             else:
                 status, reply = 200, {"method": self.command, "path": self.path, "body": body.decode("latin-1"),
                                       "content_type": self.headers.get("Content-Type")}
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            load_gateway().send_json(self, status, reply)
 
         do_GET = do_POST = do_PUT = do_DELETE = _answer
 
