@@ -17,11 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fer_core.config import Config
+from fer_core.data import prepared
 from fer_core.io import read_json, write_json
-
-
-DATA_VERSION_FILE = "data_version.json"
-TRUTH_FILE = "synth_truth.csv"
 
 
 @contextlib.contextmanager
@@ -51,7 +48,7 @@ def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: s
     set's truth sidecar (synth_truth.csv) is carried into OUT so evaluation can score the uncertainty.
     """
     from fer_core.data.ingest import ingest
-    from fer_core.versioning import dataset_version, fetch_dataset
+    from fer_core.versioning import fetch_dataset
 
     out = Path(out_dir)
     version: dict[str, Any] = {"source": source, "format": fmt}
@@ -68,11 +65,11 @@ def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: s
         else:
             raise ValueError("no dataset source: give a folder, an s3:// URI, or a DVC repo + path")
         summary = ingest(fmt, raw, out, config.data, progress=progress)
-        truth = Path(raw) / TRUTH_FILE
+        truth = Path(raw) / prepared.TRUTH
         if not raw.startswith("s3://") and truth.is_file():
-            shutil.copyfile(truth, out / TRUTH_FILE)
-    version.update(dataset_version(out))
-    write_json(out / DATA_VERSION_FILE, version)
+            shutil.copyfile(truth, out / prepared.TRUTH)
+    version.update(prepared.dataset_version(out))
+    write_json(out / prepared.DATA_VERSION, version)
     summary["data_version"] = version
     return summary
 
@@ -95,14 +92,11 @@ def class_weights_step(data_dir: str | Path, out_file: str | Path, config: Confi
     """OUT_FILE (weights.json: scheme, counts and weight per class, as in RUN/weights.json) from the train
     split's counts; unless `plot` is False, a bar plot beside it (same name, .png) and the class
     distribution of every split (class_distribution.png)."""
-    from fer_core import labels
-    from fer_core.training.class_weights import compute_class_weights, split_counts, weights_report
+    from fer_core.training.class_weights import compute_class_weights, weights_report
 
     data_dir, out_file = Path(data_dir), Path(out_file)
-    info_path = data_dir / "dataset.json"
-    info = read_json(info_path) if info_path.is_file() else {}
-    names = list(info.get("class_names") or labels.class_names(config.data.num_classes))
-    per_split = split_counts(data_dir / "manifest.csv", len(names))
+    names = prepared.read_class_names(data_dir, config.data.num_classes)
+    per_split = prepared.split_counts(data_dir, len(names))
     counts = per_split.get("train", [0] * len(names))
     weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta, config.weights.max_weight)
     result = weights_report(config.weights.scheme, config.weights.beta, config.weights.max_weight, names, counts,
@@ -140,9 +134,8 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     uri = tracking.configure(tracking_uri)
     experiment_id = tracking.ensure_experiment(experiment)
-    version_file = data_dir / DATA_VERSION_FILE
-    version = read_json(version_file) if version_file.is_file() else {}
-    data_name = Path(str(version.get("dvc_path") or version.get("source") or data_dir)).name
+    version = prepared.read_data_version(data_dir)
+    data_name = prepared.data_name(data_dir, version)
     data_rev = str(version.get("dvc_rev") or "")
     tags = dict(tags or {})
     kubeflow = tags.get("fer.orchestrator") == "kubeflow"

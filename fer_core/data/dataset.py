@@ -7,16 +7,12 @@ dataset runs its random transform under that seed. A run therefore augments the 
 number of DataLoader workers, and a run resumed in the middle of an epoch sees exactly the batches the
 uninterrupted run would have seen.
 
-Contract of a prepared dataset (docs/architecture.md): DIR/manifest.csv with
-path,label,label_name,split,source_id,sha256,width,height (path relative to DIR), DIR/dataset.json.
+The prepared dataset's files, columns and reader are fer_core.data.prepared's (the contract).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -25,85 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from fer_core.data.images import ImageDecodeError, read_image_file
-from fer_core.labels import class_names as canonical_class_names
-
-MANIFEST = "manifest.csv"
-DATASET_JSON = "dataset.json"
-MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_name", "split", "source_id", "sha256", "width", "height")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-
-class ManifestError(ValueError):
-    """A manifest.csv that breaks the prepared-dataset contract; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    line: int          # line number in manifest.csv (the header is line 1), for error messages
-    path: str          # relative to the dataset folder
-    label: int
-    label_name: str
-    split: str
-    source_id: str
-    width: int
-    height: int
-
-
-def read_manifest(data_dir: str | Path, num_classes: int | None = None) -> list[ManifestRow]:
-    """All rows of DIR/manifest.csv, checked against the contract (columns, label range, split)."""
-    manifest = Path(data_dir) / MANIFEST
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found: is {data_dir} a prepared dataset (fer data ingest)?")
-    rows: list[ManifestRow] = []
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{manifest}: missing column(s) {', '.join(missing)}; "
-                                f"expected {','.join(MANIFEST_COLUMNS)}")
-        for line, raw in enumerate(reader, start=2):
-            rows.append(_parse_row(raw, line, manifest, num_classes))
-    return rows
-
-
-def _parse_row(raw: dict[str, str], line: int, manifest: Path, num_classes: int | None) -> ManifestRow:
-    def fail(field: str, why: str) -> ManifestError:
-        return ManifestError(f"{manifest} line {line}, field {field}: {why} (value {raw.get(field)!r})")
-
-    try:
-        label = int(raw["label"])
-    except (TypeError, ValueError):
-        raise fail("label", "not an integer") from None
-    if label < 0 or (num_classes is not None and label >= num_classes):
-        raise fail("label", f"outside 0..{(num_classes or 1) - 1}")
-    if raw["split"] not in SPLITS:
-        raise fail("split", f"must be one of {', '.join(SPLITS)}")
-    if not raw["path"]:
-        raise fail("path", "empty")
-    try:
-        width, height = int(raw["width"] or 0), int(raw["height"] or 0)
-    except ValueError:
-        raise fail("width", "width/height must be integers") from None
-    return ManifestRow(line=line, path=raw["path"], label=label, label_name=raw["label_name"],
-                       split=raw["split"], source_id=raw["source_id"], width=width, height=height)
-
-
-def read_class_names(data_dir: str | Path, default_num_classes: int = 7) -> list[str]:
-    """class_names from DIR/dataset.json, else the canonical names for default_num_classes."""
-    info_path = Path(data_dir) / DATASET_JSON
-    if not info_path.is_file():
-        return list(canonical_class_names(default_num_classes))
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{info_path}: not valid JSON: {exc}") from None
-    names = info.get("class_names")
-    if names is None:
-        return list(canonical_class_names(int(info.get("num_classes", default_num_classes))))
-    if not isinstance(names, list) or not names or len(set(names)) != len(names):
-        raise ManifestError(f"{info_path}: class_names must be a non-empty list of distinct names")
-    return [str(name) for name in names]
-
+from fer_core.data.prepared import DATASET_JSON, MANIFEST, SPLITS, ManifestError, read_class_names, read_manifest
 
 SampleKey = int | tuple[int, int]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from fer_core import labels
 from fer_core.data.sources import SourceError
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+from fer_core.data.prepared import SPLITS  # noqa: E402 - the contract's splits
 # ImageFolder split folder names (case-insensitive).
 SPLIT_ALIASES: dict[str, str] = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                                  "test": "test"}
@@ -146,6 +146,39 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
 
 # --- RAF-DB basic -------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class RafdbEntry:
+    """One line of a RAF-DB partition/label list (`<name> <code 1..7>`)."""
+
+    name: str      # a plain file name: train_00001.jpg
+    split: str     # train | test, from the name's prefix
+    code: int      # RAF-DB code 1..7 (fer_core.labels.RAFDB_CODES)
+
+
+def parse_rafdb_line(line: str) -> RafdbEntry | str | None:
+    """The one parser of RAF-DB list lines (ingest and `fer data synth` both use it): the entry, the
+    reason the line is bad (the caller names the file and row), or None for a blank line."""
+    parts = line.split()
+    if not parts:
+        return None
+    if len(parts) != 2:
+        return f"expected '<name> <code>', got {line.strip()!r}"
+    name, code_text = parts
+    code = _parse_int(code_text)
+    if code is None:
+        return f"label {code_text!r} of {name} is not a number"
+    if code not in labels.RAFDB_CODES:
+        return (f"label {code} of {name} out of range (RAF-DB codes are 1..7: "
+                f"{', '.join(f'{k}={v}' for k, v in labels.RAFDB_CODES.items())})")
+    if leaves_root(name) or "/" in name or "\\" in name:
+        return (f"image name {name!r} is a path; RAF-DB lists plain file names inside Image/ "
+                "(a path could leave the dataset)")
+    split = "train" if name.startswith("train_") else "test" if name.startswith("test_") else None
+    if split is None:
+        return f"image name {name!r} starts with neither train_ nor test_"
+    return RafdbEntry(name, split, code)
+
+
 def read_rafdb(root: Path, num_classes: int) -> ReadResult:
     """`EmoLabel/list_patition_label.txt` lines `<name> <code 1..7>`; aligned image, else original."""
     label_file = _require_file(root, RAFDB_LABEL_FILE, "RAF-DB")
@@ -153,28 +186,13 @@ def read_rafdb(root: Path, num_classes: int) -> ReadResult:
     source = RAFDB_LABEL_FILE
     with open(label_file, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
+            entry = parse_rafdb_line(line)
+            if entry is None:
                 continue
-            if len(parts) != 2:
-                result.reject(source, line_no, f"expected '<name> <code>', got {line.strip()!r}")
+            if isinstance(entry, str):
+                result.reject(source, line_no, entry)
                 continue
-            name, code_text = parts
-            code = _parse_int(code_text)
-            if code is None:
-                result.reject(source, line_no, f"label {code_text!r} of {name} is not a number")
-                continue
-            if code not in labels.RAFDB_CODES:
-                result.reject(source, line_no, f"label {code} of {name} out of range (RAF-DB codes are 1..7)")
-                continue
-            if leaves_root(name) or "/" in name or "\\" in name:
-                result.reject(source, line_no, f"image name {name!r} is a path; RAF-DB lists plain file names "
-                                               "inside Image/ (a path could leave the dataset)")
-                continue
-            split = "train" if name.startswith("train_") else "test" if name.startswith("test_") else None
-            if split is None:
-                result.reject(source, line_no, f"image name {name!r} starts with neither train_ nor test_")
-                continue
+            name, split, code = entry.name, entry.split, entry.code
             stem = Path(name).stem
             aligned = f"Image/aligned/{stem}_aligned.jpg"
             label = _canonical(labels.RAFDB_CODES[code], num_classes)

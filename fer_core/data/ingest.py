@@ -39,13 +39,12 @@ from fer_core import labels
 from fer_core.config import ConfigError, DataConfig
 from fer_core.data.formats import ERROR, SPLITS, FER2013_SIDE, Rejection, Sample, leaves_root, read_dataset
 from fer_core.data.images import Decoded, ImageDecodeError, decode
+from fer_core.data.prepared import DATASET_JSON, IMAGES_DIR, MANIFEST, MANIFEST_COLUMNS, REJECTED, REJECTED_COLUMNS
 from fer_core.data.sources import open_source
 from fer_core.io import PRODUCER_KEY, atomic_dir, atomic_write_text, check_output_dir, write_json
 
 PRODUCER = "fer data ingest"
-MARKER = "dataset.json"  # records PRODUCER: an existing output is replaced only when ingest made it
-MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_name", "split", "source_id", "sha256", "width", "height")
-REJECTED_COLUMNS: tuple[str, ...] = ("source", "row", "kind", "reason")
+MARKER = DATASET_JSON  # records PRODUCER: an existing output is replaced only when ingest made it
 IMAGE_FORMATS: dict[str, tuple[str, str]] = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg")}
 PNG_ZLIB_LEVEL = 0           # default of data.png_compress_level. 0 = stored deflate blocks: ~60 us per
                              # 100x100 face (pixel copy + checksums), files ~30 kB. 1 (run-length deflate
@@ -301,7 +300,7 @@ def _plan(samples: list[Sample], num_classes: int, image_format: str) -> tuple[l
                                         f"duplicate of {earlier.source} row {earlier.row} (source id {sample.source_id!r})"))
             continue
         first_seen[sample.source_id] = sample
-        stem = f"images/{names[sample.label]}/{_safe_name(sample.source_id)}"
+        stem = f"{IMAGES_DIR}/{names[sample.label]}/{_safe_name(sample.source_id)}"
         path = stem + extension
         if path in used:  # two ids that differ only in characters the file name cannot hold
             path = f"{stem}-{hashlib.sha1(sample.source_id.encode()).hexdigest()[:10]}{extension}"
@@ -424,8 +423,8 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
                 "num_dropped": len(rejections) - kinds[ERROR], "carved_val": carved,
                 "dropped": dict(sorted(read.dropped.items())),
             }
-            _write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, rows)
-            _write_csv(tmp / "rejected.csv", REJECTED_COLUMNS,
+            _write_csv(tmp / MANIFEST, MANIFEST_COLUMNS, rows)
+            _write_csv(tmp / REJECTED, REJECTED_COLUMNS,
                        ({"source": r.source, "row": r.row, "kind": r.kind, "reason": r.reason} for r in rejections))
-            write_json(tmp / "dataset.json", summary)
+            write_json(tmp / DATASET_JSON, summary)
     return {**summary, "path": str(out)}

@@ -33,12 +33,12 @@ import numpy as np
 
 from fer_core.config import SynthConfig
 from fer_core.io import PRODUCER_KEY, OutputError, atomic_dir, atomic_write_text, check_output_dir, write_json
+from fer_core.data.formats import parse_rafdb_line
+from fer_core.data.prepared import TRUTH, TRUTH_COLUMNS
 from fer_core.labels import RAFDB_CODES
 
 LIST_NAME = "list_patition_label.txt"
 NOISE_PROTOCOLS: tuple[str, ...] = ("noise01", "noise02", "noise03")
-TRUTH_COLUMNS: tuple[str, ...] = ("name", "split", "label", "clean_label", "flipped", "intensity",
-                                  "label_name", "clean_label_name", "cue_partner")
 NOISE_KINDS: tuple[str, ...] = ("uniform", "confusable")
 # Class-dependent noise (synth.noise_kind=confusable): a flipped label becomes the class a person most
 # often confuses it with (the same pairs whose cues the renderer shares).
@@ -88,36 +88,25 @@ class Sample:
 
 
 def parse_label_list(text: str, source: str, *, expect_split: str | None = None) -> list[ListRow]:
-    """Parse `<name> <code>` lines; every bad line is an error naming `source`, the row and the value.
+    """Parse `<name> <code>` lines (fer_core.data.formats.parse_rafdb_line, the parser ingest uses);
+    every bad line is an error naming `source`, the row and the value; a name listed twice is refused.
 
     `expect_split` (e.g. "train" for noise protocol files) rejects rows of another split.
     """
     rows: list[ListRow] = []
     seen: set[str] = set()
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+        entry = parse_rafdb_line(line)
+        if entry is None:
             continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise SynthError(f"{source} row {number}: expected '<name> <code>', got {line.strip()!r}")
-        name, code_text = parts
-        split = name.split("_", 1)[0]
-        if split not in ("train", "test") or not name.endswith(".jpg"):
-            raise SynthError(f"{source} row {number}: name {name!r} must look like train_00001.jpg or "
-                             "test_0001.jpg")
-        if expect_split is not None and split != expect_split:
-            raise SynthError(f"{source} row {number}: {name!r} is not a {expect_split} row")
-        try:
-            code = int(code_text)
-        except ValueError:
-            code = -1
-        if code not in RAFDB_CODES:
-            raise SynthError(f"{source} row {number}: label {code_text!r} of {name!r} is not a RAF-DB code "
-                             f"1..7 ({', '.join(f'{k}={v}' for k, v in RAFDB_CODES.items())})")
-        if name in seen:
-            raise SynthError(f"{source} row {number}: {name!r} is listed twice")
-        seen.add(name)
-        rows.append(ListRow(len(rows), name, split, code))
+        if isinstance(entry, str):
+            raise SynthError(f"{source} row {number}: {entry}")
+        if expect_split is not None and entry.split != expect_split:
+            raise SynthError(f"{source} row {number}: {entry.name!r} is not a {expect_split} row")
+        if entry.name in seen:
+            raise SynthError(f"{source} row {number}: {entry.name!r} is listed twice")
+        seen.add(entry.name)
+        rows.append(ListRow(len(rows), entry.name, entry.split, entry.code))
     if not rows:
         raise SynthError(f"{source}: no rows")
     return rows
@@ -310,7 +299,7 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig, *, progress: boo
                       progress=progress)
         seconds = time.perf_counter() - started
         atomic_write_text(tmp / "EmoLabel" / LIST_NAME, list_text(samples))
-        atomic_write_text(tmp / "synth_truth.csv", truth_csv(samples))
+        atomic_write_text(tmp / TRUTH, truth_csv(samples))
         # synth.json holds only what fixes the bytes (no paths, no timing): same seed, same folder.
         recipe = {
             PRODUCER_KEY: PRODUCER,

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from fer_core.config import Config, from_dict
 from fer_core.data.dataset import EpochBatchSampler, FERDataset
+from fer_core.data.prepared import TRUTH, read_truth
 from fer_core.data.transforms import eval_transform
 from fer_core.evaluation import metrics as M
 from fer_core.evaluation import plots
@@ -36,9 +37,6 @@ from fer_core.training.checkpoint import load_torch
 from fer_core.training.distributed import pick_device
 
 logger = logging.getLogger(__name__)
-
-TRUTH_FILE = "synth_truth.csv"
-
 
 def load_best_model(run_dir: str | Path) -> tuple[FERNet, dict[str, Any]]:
     """(eval-mode CPU model, meta) from RUN/best.pt."""
@@ -73,48 +71,10 @@ def predict(model: FERNet, dataset: FERDataset, batch_size: int, workers: int,
     }
 
 
-def read_truth(path: Path) -> dict[str, bool]:
-    """synth_truth.csv -> {name: flipped} (also keyed by the name's stem); the file names its bad row."""
-    flipped: dict[str, bool] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"name", "flipped"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for row in reader:
-            value = row["flipped"].strip().lower()
-            if value not in ("0", "1", "true", "false"):
-                raise ValueError(f"{path} line {reader.line_num}: flipped must be 0/1, got {row['flipped']!r}")
-            flipped[row["name"]] = value in ("1", "true")
-    # ingest may keep the name with or without its extension (train_00001.jpg / train_00001): key both
-    stems = {Path(name).stem: flag for name, flag in flipped.items()}
-    if len(stems) == len(flipped):
-        for stem, flag in stems.items():
-            flipped.setdefault(stem, flag)
-    return flipped
-
-
 def is_ambiguous(clean_label_name: str, intensity: float) -> bool:
     """A face whose expression is weak: an expressive face below 0.4 intensity, or a neutral face that
     borrows more than 0.3 of another class's cues (synth intensity below 0.7)."""
     return intensity < (0.7 if clean_label_name == "neutral" else 0.4)
-
-
-def read_ambiguity(path: Path) -> dict[str, bool]:
-    """synth_truth.csv -> {name or stem: ambiguous} for files that record intensity; {} otherwise."""
-    out: dict[str, bool] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not {"name", "intensity", "clean_label_name"} <= set(reader.fieldnames or ()):
-            return out
-        for row in reader:
-            try:
-                flag = is_ambiguous(row["clean_label_name"], float(row["intensity"]))
-            except ValueError:
-                raise ValueError(f"{path} line {reader.line_num}: intensity {row['intensity']!r} is not a number") from None
-            out[row["name"]] = flag
-            out.setdefault(Path(row["name"]).stem, flag)
-    return out
 
 
 def noise_detection(model: FERNet, data_dir: Path, truth_path: Path, image_size: int, batch_size: int,
@@ -124,7 +84,7 @@ def noise_detection(model: FERNet, data_dir: Path, truth_path: Path, image_size:
 
     truth = read_truth(truth_path)
     train_set = FERDataset(data_dir, "train", eval_transform(image_size))
-    matched = [(i, truth[row.source_id]) for i, row in enumerate(train_set.rows) if row.source_id in truth]
+    matched = [(i, truth[row.source_id].flipped) for i, row in enumerate(train_set.rows) if row.source_id in truth]
     result: dict[str, Any] = {"truth_file": str(truth_path), "num_train": len(train_set), "num_matched": len(matched),
                               "num_flipped": sum(flag for _, flag in matched), "auroc": None}
     if not matched:
@@ -142,9 +102,9 @@ def noise_detection(model: FERNet, data_dir: Path, truth_path: Path, image_size:
         mean_uncertainty_clean=float(scores[~flags].mean()),
     )
     # how the uncertainty ranks weak (ambiguous) faces above clear ones, among correctly labelled faces
-    ambiguous = read_ambiguity(truth_path)
-    pairs = [(score, ambiguous[train_set.rows[i].source_id]) for (i, flag), score in zip(matched, scores)
-             if not flag and train_set.rows[i].source_id in ambiguous]
+    graded = [(score, truth[train_set.rows[i].source_id]) for (i, flag), score in zip(matched, scores) if not flag]
+    pairs = [(score, is_ambiguous(row.clean_label_name, row.intensity)) for score, row in graded
+             if row.intensity is not None and row.clean_label_name is not None]
     weak = np.array([flag for _, flag in pairs], dtype=bool)
     if pairs and weak.any() and not weak.all():
         weak_scores = np.array([score for score, _ in pairs])
@@ -219,7 +179,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
         best_epoch=meta.get("best_epoch"),
         uncertainty=M.uncertainty_stats(out["uncertainty"], predictions == out["labels"]),
     )
-    truth_path = Path(truth_csv) if truth_csv else data_dir / "synth_truth.csv"
+    truth_path = Path(truth_csv) if truth_csv else data_dir / TRUTH
     if truth_path.is_file():
         report["noise"] = noise_detection(model, data_dir, truth_path, int(meta["image_size"]),
                                           config.evaluate.batch_size, config.train.workers, device)

@@ -162,12 +162,12 @@ def log_data_version(run_id: str, data_dir: str | Path, *, name: str, dvc_rev: s
     """
     import pandas as pd
 
-    from fer_core.versioning.dataset import dataset_version
+    from fer_core.data.prepared import dataset_version, manifest_path
 
     data_dir = Path(data_dir).resolve()
     version = dataset_version(data_dir)
     digest = version["manifest_sha256"]
-    frame = pd.read_csv(data_dir / "manifest.csv")
+    frame = pd.read_csv(manifest_path(data_dir))  # MLflow's dataset entity takes a DataFrame
     dataset = _dataset_from_pandas(frame, source or str(data_dir), name, digest[:MLFLOW_DIGEST_CHARS])
     with warnings.catch_warnings():
         # schema inference hints about integer columns: the manifest's ints never hold missing values

@@ -12,7 +12,6 @@ below 1 cannot average 1), so a smaller value is an error.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -130,29 +129,3 @@ def read_class_weights(path: str | os.PathLike, class_names: Sequence[str],
             raise ValueError(f"{path}: made from other data ({name}: {recorded[name]} train images, this "
                              f"dataset has {counts[names.index(name)]}); recompute it with `fer data weights`")
     return out, report
-
-
-def train_counts(manifest_csv: str | os.PathLike, num_classes: int) -> list[int]:
-    """Per-label counts of the rows with split == "train" in a prepared dataset's manifest.csv."""
-    return split_counts(manifest_csv, num_classes).get("train", [0] * num_classes)
-
-
-def split_counts(manifest_csv: str | os.PathLike, num_classes: int) -> dict[str, list[int]]:
-    """Per-label counts of every split in a prepared dataset's manifest.csv ({"train": [...], ...})."""
-    out: dict[str, list[int]] = {}
-    with open(manifest_csv, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"label", "split"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{manifest_csv}: missing column(s) {', '.join(sorted(missing))}")
-        for row in reader:
-            counts = out.setdefault(row["split"], [0] * num_classes)
-            line = reader.line_num
-            try:
-                label = int(row["label"])
-            except (TypeError, ValueError):
-                raise ValueError(f"{manifest_csv} line {line}: label {row['label']!r} is not an integer") from None
-            if not 0 <= label < num_classes:
-                raise ValueError(f"{manifest_csv} line {line}: label {label} outside 0..{num_classes - 1}")
-            counts[label] += 1
-    return out

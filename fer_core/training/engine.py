@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fer_core.config import Config, load_config
-from fer_core.data.dataset import MANIFEST, EpochBatchSampler, FERDataset
+from fer_core.data.dataset import EpochBatchSampler, FERDataset
+from fer_core.data.prepared import MANIFEST, train_counts
 from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_from_config
 from fer_core.evaluation import metrics as M
 from fer_core.io import remove_stale_temps, write_json
@@ -45,8 +46,7 @@ from fer_core.training import distributed as D
 from fer_core.training.callbacks import CallbackList, TrainContext, TrainResult
 from fer_core.training.checkpoint import (CHECKPOINT_FORMAT, capture_rng, cpu_state_dict, load_torch, restore_rng,
                                           save_torch)
-from fer_core.training.class_weights import (compute_class_weights, read_class_weights, train_counts,
-                                             weights_report)
+from fer_core.training.class_weights import compute_class_weights, read_class_weights, weights_report
 from fer_core.training.losses import WeightedAddUpLoss
 from fer_core.training.step import training_step
 
@@ -276,7 +276,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     batches_per_epoch = train_sampler.batches_per_epoch()
 
     # model, loss, optimiser
-    counts = train_counts(data_dir / MANIFEST, num_classes)
+    counts = train_counts(data_dir, num_classes)
     if weights_file is not None:
         given, given_report = read_class_weights(weights_file, class_names, counts)
         class_weights = torch.tensor(given, dtype=torch.float32)

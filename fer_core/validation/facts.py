@@ -1,4 +1,4 @@
-"""Read a prepared dataset into the facts the validation suite checks.
+"""Read a prepared dataset (the contract: fer_core.data.prepared) into the facts the validation suite checks.
 
 Everything here is plain pandas/PIL: the manifest as text (so a bad value reaches the report exactly as
 written, not as a NaN after a failed cast), dataset.json, the rejected.csv error count and, per row, what
@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_name", "split", "source_id", "sha256", "width",
-                                     "height")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+from fer_core.data.prepared import DATASET_JSON, MANIFEST, REJECTED, REJECTED_COLUMNS
+
 LINE = "_line"  # manifest.csv line number of a row (the header is line 1); how reports point at a row
 
 # Values of the per-row `_image_problem` column.
@@ -60,10 +59,10 @@ class RejectedCounts:
 
 def read_manifest(data_dir: Path) -> pd.DataFrame:
     """manifest.csv as strings (empty cell -> NaN), plus the `_line` column; raises on a missing file."""
-    path = data_dir / "manifest.csv"
+    path = data_dir / MANIFEST
     if not path.is_file():
         raise ManifestNotFoundError(
-            f"no manifest.csv in {data_dir}: not a prepared dataset (make one with `fer data ingest`)"
+            f"no {MANIFEST} in {data_dir}: not a prepared dataset (make one with `fer data ingest`)"
         )
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
@@ -75,7 +74,7 @@ def read_manifest(data_dir: Path) -> pd.DataFrame:
 
 def read_dataset_info(data_dir: Path) -> DatasetInfo:
     """dataset.json's class count, class names and input count; a problem string instead of raising."""
-    path = data_dir / "dataset.json"
+    path = data_dir / DATASET_JSON
     try:
         with open(path, encoding="utf-8") as handle:
             raw = json.load(handle)
@@ -98,7 +97,7 @@ def read_dataset_info(data_dir: Path) -> DatasetInfo:
 
 def read_rejected(data_dir: Path) -> RejectedCounts:
     """Count rejected.csv rows; a row without kind (older layout) or with any kind but `dropped` is an error."""
-    path = data_dir / "rejected.csv"
+    path = data_dir / REJECTED
     if not path.is_file():
         return RejectedCounts(0, 0, False, ())
     try:
@@ -112,7 +111,7 @@ def read_rejected(data_dir: Path) -> RejectedCounts:
     else:
         is_error = pd.Series(True, index=frame.index)
     errors = frame[is_error]
-    columns = [c for c in ("source", "row", "kind", "reason") if c in frame.columns]
+    columns = [c for c in REJECTED_COLUMNS if c in frame.columns]
     examples = tuple(errors[columns].head(5).to_dict(orient="records"))
     return RejectedCounts(int(is_error.sum()), int((~is_error).sum()), True, examples)
 

@@ -25,13 +25,12 @@ import pandas as pd
 from fer_core.config import ValidateConfig
 from fer_core.home import quiet_third_parties
 from fer_core.labels import class_names as canonical_class_names
+from fer_core.data.prepared import MANIFEST_COLUMNS, SPLITS
 from fer_core.validation.facts import (
     IMAGE_MISSING,
     IMAGE_OK,
     IMAGE_UNREADABLE,
     LINE,
-    MANIFEST_COLUMNS,
-    SPLITS,
     RejectedCounts,
 )
 

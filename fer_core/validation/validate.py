@@ -19,9 +19,8 @@ import pandas as pd
 
 from fer_core.config import ValidateConfig
 from fer_core.labels import class_names as canonical_class_names
+from fer_core.data.prepared import MANIFEST_COLUMNS, SPLITS
 from fer_core.validation.facts import (
-    MANIFEST_COLUMNS,
-    SPLITS,
     DatasetInfo,
     ManifestParseError,
     probe_images,

@@ -8,7 +8,7 @@
 Importing this package does not import DVC.
 """
 
-from fer_core.versioning.dataset import dataset_version, file_sha256
+from fer_core.data.prepared import dataset_version, file_sha256
 from fer_core.versioning.dvc_repo import (DEFAULT_REMOTE, DatasetNotFoundError, DataVersion, VersioningError,
                                           add_and_push, fetch_dataset, init_repo)
 

@@ -234,9 +234,9 @@ def test_weak_faces_drift_towards_neutral_and_confusable_pairs_merge():
 
 
 @pytest.mark.parametrize("line, fragment", [
-    ("train_00001.jpg 9", "row 2: label '9'"),
+    ("train_00001.jpg 9", "row 2: label 9 of train_00001.jpg out of range"),
     ("train_00001.jpg", "row 2: expected '<name> <code>'"),
-    ("val_00001.jpg 3", "row 2: name 'val_00001.jpg'"),
+    ("val_00001.jpg 3", "row 2: image name 'val_00001.jpg' starts with neither"),
     ("train_00001.jpg 3", "row 2: 'train_00001.jpg' is listed twice"),
 ])
 def test_a_bad_list_row_is_named(line, fragment):
@@ -289,7 +289,7 @@ def test_cli_flags_override_the_config(tmp_path):
     bad.write_text("train_00001.jpg 8\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["data", "synth", "--out", str(tmp_path / "no"), "--list", str(bad)])
     assert result.exit_code == 1
-    assert "bad.txt row 1: label '8'" in result.output
+    assert "bad.txt row 1: label 8 of train_00001.jpg out of range" in result.output
     assert not (tmp_path / "no").exists()
 
 

@@ -11,7 +11,8 @@ import torch
 
 import fer_core
 from fer_core.labels import CLASS_NAMES_7, RAFDB_CODES
-from fer_core.training.class_weights import compute_class_weights, train_counts
+from fer_core.data.prepared import train_counts
+from fer_core.training.class_weights import compute_class_weights
 
 RAFDB_LIST = Path(fer_core.__file__).parent / "data" / "rafdb_lists" / "list_patition_label.txt"
 
@@ -132,23 +133,23 @@ def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
 def test_train_counts_reads_only_train_rows(tmp_path):
     manifest = write_manifest(tmp_path / "manifest.csv",
                               [("0", "train"), ("2", "train"), ("2", "train"), ("1", "val"), ("1", "test")])
-    assert train_counts(manifest, 3) == [1, 0, 2]
+    assert train_counts(manifest.parent, 3) == [1, 0, 2]
 
 
 def test_train_counts_names_the_bad_row(tmp_path):
     manifest = write_manifest(tmp_path / "manifest.csv", [("0", "train"), ("9", "train")])
-    with pytest.raises(ValueError, match="manifest.csv line 3: label 9 outside 0..6"):
-        train_counts(manifest, 7)
+    with pytest.raises(ValueError, match="manifest.csv line 3, field label: outside 0..6 .value '9'."):
+        train_counts(manifest.parent, 7)
     manifest = write_manifest(tmp_path / "manifest.csv", [("happy", "train")])
-    with pytest.raises(ValueError, match="line 2: label 'happy' is not an integer"):
-        train_counts(manifest, 7)
+    with pytest.raises(ValueError, match="line 2, field label: not an integer .value 'happy'."):
+        train_counts(manifest.parent, 7)
 
 
 def test_train_counts_needs_the_columns(tmp_path):
     path = tmp_path / "manifest.csv"
     path.write_text("path,label\na.png,0\n")
     with pytest.raises(ValueError, match="missing column"):
-        train_counts(path, 7)
+        train_counts(tmp_path, 7)
 
 
 def test_the_class_weights_step_plots_weights_above_one_and_the_split_distribution(tmp_path):

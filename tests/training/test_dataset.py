@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_core.data.dataset import EpochBatchSampler, FERDataset, ManifestError, read_manifest
+from fer_core.data.dataset import EpochBatchSampler, FERDataset
+from fer_core.data.prepared import ManifestError, read_manifest
 from fer_core.data.images import read_image_file
 from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 

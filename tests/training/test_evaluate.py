@@ -83,14 +83,15 @@ def test_cli_evaluate_without_a_run_says_so(tiny_data, tmp_path):
 
 
 def test_truth_file_matches_source_ids_with_or_without_extension(tmp_path):
-    from fer_core.evaluation.evaluate import read_truth
+    from fer_core.data.prepared import read_truth
 
     path = tmp_path / "synth_truth.csv"
     path.write_text("name,split,label,clean_label,flipped,intensity\n"
                     "train_00001.jpg,train,1,2,1,0.5\ntrain_00002.jpg,train,3,3,0,0.5\n")
     truth = read_truth(path)
-    assert truth["train_00001.jpg"] is True and truth["train_00001"] is True  # ingest keeps the stem
-    assert truth["train_00002"] is False
+    assert truth["train_00001.jpg"].flipped is True and truth["train_00001"].flipped is True  # ingest keeps the stem
+    assert truth["train_00002"].flipped is False
+    assert truth["train_00002"].intensity is None  # no clean_label_name column: not graded
     path.write_text("name,flipped\ntrain_00003.jpg,maybe\n")
     with pytest.raises(ValueError, match="line 2: flipped must be 0/1"):
         read_truth(path)
