@@ -65,23 +65,32 @@ def synth(out_dir, scale, image_size, seed, noise, noise_rate, noise_kind, worke
 @data.command()
 @click.option("--format", "fmt", required=True, type=click.Choice(sorted(FORMATS)),
               help="The dataset's public format.")
-@click.option("--source", required=True, help="Local path or s3://bucket/prefix.")
+@click.option("--source", default="", help="Local path or s3://bucket/prefix (or give --dvc-repo and --dvc-path).")
+@click.option("--dvc-repo", default="", help="A DVC data repo (path or git URL) holding the dataset, instead of --source.")
+@click.option("--dvc-rev", default="", help="The git revision of --dvc-repo (commit, tag or branch; default HEAD).")
+@click.option("--dvc-path", default="", help="The dataset's folder inside --dvc-repo.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Prepared dataset folder.")
 @config_options
-def ingest(fmt, source, out_dir, config) -> None:
+def ingest(fmt, source, dvc_repo, dvc_rev, dvc_path, out_dir, config) -> None:
     """Read a dataset in its public format into a prepared dataset (manifest.csv + images).
 
-    SRC is a local folder or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL). Exit 2 when the
-    source cannot be read; rows it cannot use go to OUT/rejected.csv with their reasons.
+    The source is a local folder, s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL) or a path in a
+    DVC repo at a revision. The same step as the pipeline's ingest: OUT also gets data_version.json
+    (source, DVC revision, manifest digest). Exit 2 when the source cannot be read; rows it cannot use
+    go to OUT/rejected.csv with their reasons.
     """
     from fer_core.config import ConfigError
-    from fer_core.data.ingest import ingest as run_ingest
     from fer_core.data.sources import SourceError
     from fer_core.io import OutputError
+    from fer_core.steps import ingest_step
+    from fer_core.versioning import VersioningError
 
+    if not source and not dvc_repo:
+        raise click.UsageError("give --source, or --dvc-repo with --dvc-path")
     try:
-        summary = run_ingest(fmt, source, out_dir, config.data, progress=True)
-    except (SourceError, ConfigError, OutputError) as exc:
+        summary = ingest_step(out_dir, config, source=source, fmt=fmt, dvc_repo=dvc_repo, dvc_rev=dvc_rev,
+                              dvc_path=dvc_path, progress=True)
+    except (SourceError, ConfigError, OutputError, VersioningError, ValueError) as exc:
         fail(str(exc), code=2)
         return
     names = summary["class_names"]
@@ -113,11 +122,12 @@ def validate(data_dir, report_dir, skip_image_checks, image_workers, config) -> 
     """Great Expectations checks on a prepared dataset; exit 0 valid, 1 invalid, 2 no manifest.csv."""
     import sys
 
-    from fer_core.validation import ManifestNotFoundError, validate_dataset
+    from fer_core.steps import validate_step
+    from fer_core.validation import ManifestNotFoundError
 
     try:
-        result = validate_dataset(data_dir, config.validate, report_dir,
-                                  check_images=not skip_image_checks, image_workers=image_workers)
+        result = validate_step(data_dir, report_dir, config, check_images=not skip_image_checks,
+                               image_workers=image_workers)
     except ManifestNotFoundError as exc:
         fail(str(exc), code=2)
     for check in result.failures + result.warnings:
@@ -143,18 +153,18 @@ def validate(data_dir, report_dir, skip_image_checks, image_workers, config) -> 
 def weights(data_dir, out_file, config) -> None:
     """Class weights of the loss from DATA_DIR's train split counts (docs/method.md section 4).
 
-    Uses the config's weights section (scheme, beta, max_weight), exactly as `fer train` does, and
-    writes the same JSON as RUN/weights.json. Exit 2 when DATA_DIR has no manifest.csv.
+    The pipeline's class-weights step: the config's weights section (scheme, beta, max_weight), the
+    JSON `fer train --weights` reads (the same as RUN/weights.json), a bar plot beside it (same name,
+    .png) and class_distribution.png. Exit 2 when DATA_DIR has no manifest.csv.
     """
-    from pathlib import Path
-
+    from fer_core.data.prepared import manifest_path
     from fer_core.steps import class_weights_step
 
-    manifest = Path(data_dir) / "manifest.csv"
+    manifest = manifest_path(data_dir)
     if not manifest.is_file():
         fail(f"{manifest} missing: {data_dir} is not a prepared dataset (run `fer data ingest` first)", code=2)
     try:
-        report = class_weights_step(data_dir, out_file, config, plot=False)
+        report = class_weights_step(data_dir, out_file, config)
     except ValueError as exc:
         fail(f"{manifest}: {exc}")
     width = max(len(name) for name in report["class_names"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import click
 
@@ -40,7 +39,8 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
     from mlflow.exceptions import MlflowException
 
     from fer_core.data.images import ImageDecodeError
-    from fer_core.training.engine import BEST_METRIC, train as run_training
+    from fer_core.steps import train_step
+    from fer_core.training.engine import BEST_METRIC
 
     overrides = {key: value for key, value in (("train.epochs", epochs), ("train.image_size", image_size))
                  if value is not None}
@@ -49,19 +49,14 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _log_to_console()
-    if experiment is None and os.environ.get("MLFLOW_TRACKING_URI"):
-        experiment = "fer"
-    run_id = None
     try:
-        if experiment:  # the pipeline's train step: the same MLflow run (params, metrics, data version, files)
+        # the pipeline's train step; tracked when MLFLOW_TRACKING_URI is set or --experiment given
+        result, run_id = train_step(data_dir, run_dir, config, experiment=experiment or "", weights_file=weights_file,
+                                    resume=not no_resume, tags={"fer.orchestrator": "cli"})
+        if run_id:
             from fer_core import tracking
-            from fer_core.steps import train_step
 
-            result, run_id = train_step(data_dir, run_dir, config, experiment=experiment, weights_file=weights_file,
-                                        resume=not no_resume, tags={"fer.orchestrator": "cli"})
             tracking.client().set_terminated(run_id, "FINISHED")  # the pipeline's evaluate/register would
-        else:
-            result = run_training(config, data_dir, run_dir, resume=not no_resume, weights_file=weights_file)
     except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, ArithmeticError, OSError,
             MlflowException) as exc:  # a tracking server that refuses says so, without a traceback
         fail(str(exc))
@@ -70,28 +65,33 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
                + ", ".join(f"{key} {value:.4f}" for key, value in result.best_metrics.items()))
     click.echo(f"{BEST_METRIC} {result.best_metrics[BEST_METRIC]:.4f}; run folder {result.run_dir}")
     if run_id:
-        click.echo(f"MLflow run {run_id} (experiment {experiment})")
+        click.echo(f"MLflow run {run_id} (experiment {experiment or 'fer'})")
 
 
 @click.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder from fer train.")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Prepared dataset folder.")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--split", default=None, type=click.Choice(["train", "val", "test"]),
+              help="The split to score. [evaluate.split]")
 @click.option("--truth", "truth_csv", type=click.Path(dir_okay=False), default=None,
               help="synth_truth.csv for the noisy-label AUROC (default: DATA/synth_truth.csv when present).")
 @config_options
 def evaluate(run_dir, data_dir, split, truth_csv, config) -> None:
-    """Evaluate a trained run: metrics.json and plots in the run folder."""
+    """Evaluate a trained run: metrics.json, scores.json and plots in the run folder (the pipeline's
+    evaluate step; with tracking on, also logged to the training's MLflow run)."""
+    from mlflow.exceptions import MlflowException
+
     from fer_core.data.images import ImageDecodeError
-    from fer_core.evaluation.evaluate import evaluate_run
+    from fer_core.steps import evaluate_step
 
     _log_to_console()
     try:
-        metrics = evaluate_run(run_dir, data_dir, split=split, config=config, truth_csv=truth_csv)
-    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError) as exc:
+        # the pipeline's evaluate step: with tracking on, logged to the run RUN/mlflow_run.json names
+        metrics = evaluate_step(run_dir, data_dir, config, split=split, truth_csv=truth_csv)
+    except (FileNotFoundError, ValueError, ImageDecodeError, RuntimeError, MlflowException) as exc:
         fail(str(exc))
     show = lambda value: "n/a" if value is None else f"{value:.4f}"  # noqa: E731
-    click.echo(f"{split}: {metrics['num_samples']} images")
+    click.echo(f"{metrics['split']}: {metrics['num_samples']} images")
     for key in ("accuracy", "mean_class_accuracy", "macro_f1", "ece"):
         click.echo(f"  {key:<20} {show(metrics[key])}")
     click.echo("  per-class recall: " + ", ".join(f"{name} {show(value)}"

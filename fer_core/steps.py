@@ -68,7 +68,8 @@ def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: s
         truth = Path(raw) / prepared.TRUTH
         if not raw.startswith("s3://") and truth.is_file():
             shutil.copyfile(truth, out / prepared.TRUTH)
-    version.update(prepared.dataset_version(out))
+    # the content's digest, not the folder's absolute path: the same data gives the same bytes anywhere
+    version.update({key: value for key, value in prepared.dataset_version(out).items() if key != "path"})
     write_json(out / prepared.DATA_VERSION, version)
     summary["data_version"] = version
     return summary
@@ -76,13 +77,15 @@ def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: s
 
 # ----------------------------------------------------------------------------------------- validate
 
-def validate_step(data_dir: str | Path, report_dir: str | Path, config: Config, *, image_workers: int = 2):
-    """Great Expectations suite on DATA; report.json + report.html in REPORT_DIR. Returns the result
-    without raising, so the report is always written; `fer_core.validation.report.failure_summary`
-    names the failed checks."""
+def validate_step(data_dir: str | Path, report_dir: str | Path | None, config: Config, *, check_images: bool = True,
+                  image_workers: int = 2):
+    """Great Expectations suite on DATA; report.json + report.html + Data Docs in REPORT_DIR (default
+    DATA/validation). Returns the result without raising, so the report is always written;
+    `fer_core.validation.report.failure_summary` names the failed checks."""
     from fer_core.validation import validate_dataset
 
-    return validate_dataset(data_dir, config.validate, report_dir, image_workers=image_workers)
+    return validate_dataset(data_dir, config.validate, report_dir, check_images=check_images,
+                            image_workers=image_workers)
 
 
 # ------------------------------------------------------------------------------------- class weights
@@ -115,23 +118,47 @@ def class_weights_step(data_dir: str | Path, out_file: str | Path, config: Confi
 
 # -------------------------------------------------------------------------------------------- train
 
-def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, experiment: str, run_name: str = "",
-               tracking_uri: str | None = None, report_dir: str | Path | None = None,
+RUN_TRACKING = "mlflow_run.json"  # RUN/mlflow_run.json: the MLflow run a tracked training went to
+
+
+def tracking_on(tracking_uri: str | None = None, experiment: str | None = None) -> bool:
+    """Tracking is on when a tracking URI is set (argument or MLFLOW_TRACKING_URI) or an experiment named."""
+    return bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or experiment)
+
+
+def tracked_run_id(run_dir: str | Path) -> str:
+    """The MLflow run id a tracked `train_step` recorded in RUN, "" when it was not tracked."""
+    path = Path(run_dir) / RUN_TRACKING
+    return str(read_json(path).get("run_id", "")) if path.is_file() else ""
+
+
+def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, experiment: str = "",
+               run_name: str = "", tracking_uri: str | None = None, report_dir: str | Path | None = None,
                weights_dir: str | Path | None = None, tags: dict[str, str] | None = None,
                weights_file: str | Path | None = None, resume: bool = True) -> tuple[Any, str]:
-    """Train with every param, metric and artifact logged to a new MLflow run; returns (result, run id).
+    """Train; returns (result, MLflow run id, "" when tracking is off).
 
-    The run is left open (status RUNNING) for evaluate and register, which end it.
+    The class weights are the class-weights step's: `weights_file`, else WEIGHTS_DIR/weights.json, else
+    computed from the train split. With tracking on (`tracking_on`), every param, metric and artifact
+    goes to a new MLflow run in `experiment` (default "fer"), recorded in RUN/mlflow_run.json; the run
+    is left open (status RUNNING) for evaluate and register, which end it.
     """
+    from fer_core.training.engine import train
+
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    # the class weights are the class-weights step's artifact when there is one (what the DAG shows)
+    if weights_file is None and weights_dir and (Path(weights_dir) / "weights.json").is_file():
+        weights_file = Path(weights_dir) / "weights.json"
+    if not tracking_on(tracking_uri, experiment):
+        return train(config, data_dir, run_dir, weights_file=weights_file, resume=resume), ""
+
     from mlflow import MlflowClient
 
     from fer_core import tracking
-    from fer_core.training.engine import train
-
     from fer_core.tracking.runs import run_description
     from fer_core.tracking.runs import run_name as default_run_name
 
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    experiment = experiment or "fer"
     uri = tracking.configure(tracking_uri)
     experiment_id = tracking.ensure_experiment(experiment)
     version = prepared.read_data_version(data_dir)
@@ -158,23 +185,26 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
                     tracking.log_artifacts_dir(run_id, item, "validation")
         if weights_dir and Path(weights_dir).is_dir():
             tracking.log_artifacts_dir(run_id, weights_dir, "class_weights")
-        # the class weights are the class-weights step's artifact when there is one (what the DAG shows)
-        if weights_file is None and weights_dir and (Path(weights_dir) / "weights.json").is_file():
-            weights_file = Path(weights_dir) / "weights.json"
         result = train(config, data_dir, run_dir, callbacks=[tracking.MLflowCallback(run_id)],
                        weights_file=weights_file, resume=resume)
+        write_json(run_dir / RUN_TRACKING, {"run_id": run_id, "experiment": experiment, "tracking_uri": uri})
     return result, run_id
 
 
 # ----------------------------------------------------------------------------------------- evaluate
 
 def evaluate_step(run_dir: str | Path, data_dir: str | Path, config: Config, *, run_id: str = "",
-                  tracking_uri: str | None = None) -> dict[str, Any]:
-    """Metrics on the held-out split (config.evaluate.split) into RUN/metrics.json, plots, and MLflow."""
+                  tracking_uri: str | None = None, split: str | None = None,
+                  truth_csv: str | Path | None = None) -> dict[str, Any]:
+    """Metrics on the held-out split (`split`, default config.evaluate.split) into RUN/metrics.json and
+    plots; logged to MLflow run `run_id`, or, with tracking on, to the run RUN/mlflow_run.json names."""
     from fer_core.evaluation.evaluate import evaluate_run
 
     run_dir = Path(run_dir)
-    metrics = evaluate_run(run_dir, data_dir, split=config.evaluate.split, config=config)
+    metrics = evaluate_run(run_dir, data_dir, split=split or config.evaluate.split, config=config,
+                           truth_csv=truth_csv)
+    if not run_id and tracking_on(tracking_uri):
+        run_id = tracked_run_id(run_dir)
     if run_id:
         from fer_core import tracking
 

@@ -91,4 +91,5 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     plots = _dvc(repo, "plots", "show", "-o", "plots_html")
     assert plots.returncode == 0, plots.stderr
     page = (repo / "plots_html" / "index.html").read_text(encoding="utf-8")
-    assert page.count("<img") == len(list((repo / "runs/train/plots").glob("*.png"))), page.count("<img")
+    drawn = list((repo / "runs/train/plots").glob("*.png")) + list((repo / "reports").glob("*.png"))
+    assert page.count("<img") == len(drawn) == 6, page.count("<img")
