@@ -1,17 +1,10 @@
-"""Kubeflow Pipelines v2 components: one per pipeline step, thin wrappers over `fer_core.steps`.
+"""Kubeflow Pipelines v2 components: one folder per pipeline step (component.py, README.md, tests/),
+each a thin wrapper over its step function in `fer_core.steps`; `from components.ingest import ingest`.
 
-Every component runs in the project's image (`fer_core.cluster.COMPONENT_IMAGE`); nothing is
-pip-installed at run time (`install_kfp_package=False`: the image already holds kfp and fer_core).
-Bodies import inside the function because KFP ships each function's source on its own.
+base.py holds the decorator (the project image, `install_kfp_package=False`: nothing is pip-installed
+at run time); kfp_io.py the run-time helpers the bodies import. Bodies import inside the function
+because KFP ships each function's source on its own. This file imports nothing: a running component
+imports `components.kfp_io`, and inside KFP's executor `kfp.dsl` has no decorators to build components.
 """
 
-from components.class_weights import class_weights
-from components.deploy import deploy
-from components.evaluate import evaluate
-from components.ingest import ingest
-from components.register import register
-from components.stop import stop_invalid_data
-from components.train import train
-from components.validate import validate
-
-__all__ = ["class_weights", "deploy", "evaluate", "ingest", "register", "stop_invalid_data", "train", "validate"]
+NAMES = ("ingest", "validate", "stop_invalid_data", "class_weights", "train", "evaluate", "register", "deploy")

@@ -1,4 +1,5 @@
-"""The one decorator every component uses: the project image, no run-time installs."""
+"""The one decorator every component uses: the project image, no run-time installs (pipeline-definition
+time only; the bodies' run-time helpers are in components/kfp_io.py)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ output JSON, the component's logs, progress-bar refreshes as separate lines) to 
 lines and more. `StepConsole` sits in stdout's place while the pipeline runs and
 
 - writes every line, ANSI codes removed, to a log file (progress-bar refreshes left out);
-- shows one line per finished task with its duration and the figures the component reported (lines
+- shows one line per finished (or cached) task with its duration and the figures the component reported (lines
   it prints as `[fer] ...`), the training's per-epoch metrics as they come (`epoch 3/12: ...`), and on
   a terminal a live progress line that is overwritten in place;
 - on a failed task, shows that task's last lines and the log file's path;
@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from fer_core.pipeline_io import REPORT   # what components print for people (pipeline_io.announce)
+from components.kfp_io import REPORT   # what components print for people (kfp_io.announce)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 KFP_EXECUTOR = re.compile(r"^\[KFP Executor [^\]]*\]:\s*")
 LOCAL_RUNNER = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")
 STARTED = re.compile(r"Executing task '([^']+)'")
 FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+CACHED = re.compile(r"Task (\S+) cache hit")   # KFP's local cache served the task's earlier outputs
 PROGRESS = re.compile(r"\d+%\|.*\||\d+it \[|it/s\]|s/it\]")   # tqdm refreshes
 EPOCH = re.compile(r"^epoch \d+/\d+: ")
 TAIL_LINES = 30
@@ -121,6 +122,14 @@ class StepConsole(io.TextIOBase):
         finished = FINISHED.search(message)
         if finished:
             self._finish(finished.group(1), finished.group(2))
+            return
+        cached = CACHED.search(message)
+        if cached:
+            self.finished.append((cached.group(1), "CACHED", 0.0))
+            mark = self._style("↺" if self.ok_mark == "✓" else "cached", fg="cyan", bold=True)
+            self._show(f"  {mark} {cached.group(1):<16} {0.0:6.1f} s  its inputs are unchanged: the earlier "
+                       "outputs, from the cache")
+            self._task = None
             return
         if not message:
             return

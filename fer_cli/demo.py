@@ -44,7 +44,7 @@ def demo_overrides(user_overrides: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def run_demo(config: Config, *, scale: float | None = None, verbose: bool = False) -> None:
-    from fer_cli.pipeline import run_local_pipeline
+    from fer_cli.pipeline import run_local_pipeline  # the layer beside: demo -> pipeline, never back
     from fer_core.data.synth import synthesize
     from fer_core.home import default_tracking_uri, fer_home
     from fer_core.serving.client import ServeError
@@ -154,3 +154,23 @@ def _test_images_per_class(raf_root: Path) -> list[tuple[Path, str]]:
     if not picked:
         raise click.ClickException(f"{raf_root}: no test images to send")
     return [(image, name) for name, image in picked.items()]
+
+
+@click.command()
+@click.option("--scale", type=float, default=None, help="Fraction of RAF-DB's size for the synthetic set.")
+@click.option("--params", "params_path", type=click.Path(dir_okay=False), default=None,
+              help="Config file (default: $FER_PARAMS or ./params.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a key of the demo's CPU profile or the config; repeatable.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show everything the pipeline's local runner writes (the full log is saved either way).")
+def demo(scale, params_path, overrides, verbose) -> None:
+    """The whole flow on embedded defaults (what `make run` does): synthetic data versioned with DVC,
+    the pipeline on the local Kubeflow runner, the champion on TorchServe, a REST prediction."""
+    from fer_core.config import ConfigError, load_config
+
+    try:
+        config = load_config(params_path, demo_overrides(overrides))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    run_demo(config, scale=scale, verbose=verbose)

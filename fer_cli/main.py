@@ -15,13 +15,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fer_cli import data, pipeline, serve, train
+    from fer_cli import data, demo, pipeline, serve, train
 
     cli.add_command(data.data)
     cli.add_command(train.train)
     cli.add_command(train.evaluate)
     cli.add_command(pipeline.pipeline)
-    cli.add_command(pipeline.demo)
+    cli.add_command(demo.demo)
     cli.add_command(serve.serve)
 
 

@@ -1,4 +1,4 @@
-"""`fer pipeline compile | run | submit` and `fer demo` (what `make run` calls)."""
+"""`fer pipeline compile | run | submit`."""
 
 from __future__ import annotations
 
@@ -42,14 +42,25 @@ def data_options(func):
         click.option("--dvc-rev", default=None, help="...at this git revision (default: HEAD)..."),
         click.option("--dvc-path", default=None, help="...and this path inside the repo."),
         click.option("--experiment", default="fer", show_default=True, help="MLflow experiment."),
-        click.option("--model-name", default=None, help="Registered model (default registry.model_name)."),
-        click.option("--floor", type=float, default=None, help="Quality gate floor (default registry.floor)."),
+        click.option("--model-name", default=None, help="Registered model; the same as --set registry.model_name=NAME."),
+        click.option("--floor", type=float, default=None,
+                     help="Quality gate floor; the same as --set registry.floor=VALUE."),
         click.option("--deploy/--no-deploy", default=True, show_default=True,
                      help="Package a new champion for TorchServe."),
     ]
     for option in reversed(options):  # click lists the last-applied decorator first
         func = option(func)
     return func
+
+
+def _with_registry(config, model_name, floor):
+    """--model-name/--floor are shortcuts for the registry section: one carrier for each value."""
+    overrides = {key: value for key, value in (("registry.model_name", model_name), ("registry.floor", floor))
+                 if value is not None}
+    try:
+        return config.override(overrides) if overrides else config
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _data_arguments(source, dvc_repo, dvc_rev, dvc_path, *, local: bool) -> dict:
@@ -76,21 +87,24 @@ def _data_arguments(source, dvc_repo, dvc_rev, dvc_path, *, local: bool) -> dict
               help="Load a new champion into the local TorchServe when one runs (fer serve start).")
 @click.option("--pipeline-root", type=click.Path(file_okay=False), default=None,
               help="Where the local runner keeps task artifacts (default $FER_HOME/pipeline_root).")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Reuse a cacheable step's earlier outputs when its inputs are unchanged (KFP's local cache): "
+                   "a change to train.* reruns train and what follows, not ingest, validate or class weights.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Show everything the local runner writes (the full log is saved either way).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 @config_options
 def run(source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, model_store,
-        use_torchserve, pipeline_root, verbose, as_json, config) -> None:
+        use_torchserve, pipeline_root, cache, verbose, as_json, config) -> None:
     """Run the whole pipeline on the local Kubeflow runner (embedded defaults).
 
     Shows one line per step with its duration and figures, and the training's epochs; the full log
     goes to $FER_HOME/logs/pipeline-<time>.log (its path is printed)."""
-    summary = run_local_pipeline(config, _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=True),
-                                 data_format=data_format,
-                                 experiment=experiment, model_name=model_name, floor=floor, deploy=deploy,
+    summary = run_local_pipeline(_with_registry(config, model_name, floor),
+                                 _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=True),
+                                 data_format=data_format, experiment=experiment, deploy=deploy,
                                  model_store=model_store, use_torchserve=use_torchserve, pipeline_root=pipeline_root,
-                                 verbose=verbose)
+                                 cache=cache, verbose=verbose)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -111,12 +125,12 @@ def print_summary(summary: dict) -> None:
     click.echo(f"full log:  {summary['log']}")
 
 
-def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="fer", model_name=None, floor=None,
-                       deploy=True, model_store=None, use_torchserve=True, pipeline_root=None,
-                       verbose=False) -> dict:
+def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="fer", deploy=True, model_store=None,
+                       use_torchserve=True, pipeline_root=None, cache=True, verbose=False) -> dict:
     """The local run and what it produced (registered version, gate decision, metrics, log file)."""
     from fer_cli.console import new_log_path, step_console
     from fer_core.serving.server import ServerSettings, server_status
+    from fer_core.tracking.registry import newest_version_summary
     from pipelines.runner import local_arguments, run_local
 
     serving = {}
@@ -125,42 +139,20 @@ def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="f
         if server_status(settings)["pid"] is not None:  # deploys need TorchServe's management API, not the gateway
             serving = {"torchserve_management_url": settings.management_url,
                        "torchserve_key_file": str(settings.key_file), "model_store": str(settings.model_store)}
-    arguments = local_arguments(config, data_format=data_format, experiment=experiment, model_name=model_name,
-                                gate_floor=floor, deploy_model=deploy, **data, **serving,
+    arguments = local_arguments(config, data_format=data_format, experiment=experiment, deploy_model=deploy,
+                                **data, **serving,
                                 **({"model_store": model_store} if model_store else {}))
     log_path = new_log_path("pipeline")
     click.echo(f"full log: {log_path}" + ("" if verbose else " (--verbose shows it here)"))
     started = time.monotonic()
     try:
         with step_console(log_path, verbose=verbose):
-            root = run_local(arguments, pipeline_root)
+            root = run_local(arguments, pipeline_root, cache=cache)
     except RuntimeError as exc:
         fail(f"the pipeline failed: {str(exc).splitlines()[0] if str(exc) else exc!r}\nfull log: {log_path}")
     click.echo(f"pipeline finished in {(time.monotonic() - started) / 60:.1f} min")
     return {"pipeline_root": str(root), "log": str(log_path),
-            **registry_summary(arguments["model_name"], arguments["mlflow_tracking_uri"])}
-
-
-def registry_summary(model_name: str, tracking_uri: str) -> dict:
-    """The newest registered version, its gate decision and the run's metrics."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri, tracking_uri)
-    versions = client.search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"], max_results=1)
-    if not versions:
-        return {"model_name": model_name, "registered_version": None}
-    version = client.get_model_version(model_name, versions[0].version)  # search results carry no aliases
-    run = client.get_run(version.run_id)
-    try:
-        champion = client.get_model_version_by_alias(model_name, "champion").version
-    except Exception:  # noqa: BLE001 - no champion yet
-        champion = None
-    return {"model_name": model_name, "registered_version": version.version, "champion_version": champion,
-            "aliases": list(version.aliases), "gate": version.tags.get("gate.reason", ""),
-            "mlflow_run_id": version.run_id,
-            "metrics": {key: round(value, 4) for key, value in sorted(run.data.metrics.items())
-                        if key.startswith(("best_val_", "test_", "noisy")) and "_recall_" not in key},
-            "tracking_uri": tracking_uri}
+            **newest_version_summary(config.registry.model_name, arguments["mlflow_tracking_uri"])}
 
 
 @pipeline.command()
@@ -182,8 +174,8 @@ def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, m
     from pipelines.runner import pipeline_arguments, submit as submit_run
 
     data = _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=False)
-    arguments = pipeline_arguments(config, data_format=data_format, experiment=experiment, model_name=model_name,
-                                   gate_floor=floor, deploy_model=deploy, **data)
+    arguments = pipeline_arguments(_with_registry(config, model_name, floor), data_format=data_format,
+                                   experiment=experiment, deploy_model=deploy, **data)
     try:
         result = submit_run(host, arguments, package=package_file, experiment=experiment, run_name=run_name,
                             namespace=namespace, existing_token=token)
@@ -191,24 +183,3 @@ def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, m
         fail(f"submitting to {host} failed: {exc}")
     click.echo(f"run id: {result['run_id']}")
     click.echo(f"run URL: {result['url']}")
-
-
-@click.command()
-@click.option("--scale", type=float, default=None, help="Fraction of RAF-DB's size for the synthetic set.")
-@click.option("--params", "params_path", type=click.Path(dir_okay=False), default=None,
-              help="Config file (default: $FER_PARAMS or ./params.yaml).")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override a key of the demo's CPU profile or the config; repeatable.")
-@click.option("--verbose", "-v", is_flag=True,
-              help="Show everything the pipeline's local runner writes (the full log is saved either way).")
-def demo(scale, params_path, overrides, verbose) -> None:
-    """The whole flow on embedded defaults (what `make run` does): synthetic data versioned with DVC,
-    the pipeline on the local Kubeflow runner, the champion on TorchServe, a REST prediction."""
-    from fer_cli.demo import demo_overrides, run_demo
-    from fer_core.config import ConfigError, load_config
-
-    try:
-        config = load_config(params_path, demo_overrides(overrides))
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    run_demo(config, scale=scale, verbose=verbose)

@@ -11,22 +11,39 @@ from typing import Any  # no `from __future__ import annotations`: KFP reads the
 
 from kfp import dsl, kubernetes
 
-from components import class_weights, deploy, evaluate, ingest, register, stop_invalid_data, train, validate
+from components.class_weights import class_weights
+from components.deploy import deploy
+from components.evaluate import evaluate
+from components.ingest import ingest
+from components.register import register
+from components.stop_invalid_data import stop_invalid_data
+from components.train import train
+from components.validate import validate
 from fer_core import cluster
 from fer_core.config import Config
 
 PIPELINE_NAME = "fer-train-and-serve"
 
 
-def config_parameter(config: Config) -> dict:
-    """The resolved config as a pipeline parameter: a KFP struct holds no nulls, so unset keys are left
-    out (components read them back with their defaults)."""
+# The config sections the pipeline carries, one parameter each (`<section>_config`); each component
+# gets only the sections it reads, so a change to `train.lr` leaves the cached validate and
+# class-weights results valid. (`synth` is the demo generator's, not the pipeline's.)
+CONFIG_SECTIONS = ("data", "validate", "weights", "model", "train", "evaluate", "registry", "serve")
+
+
+def config_parameters(config: Config) -> dict[str, dict]:
+    """The resolved config as the pipeline's section parameters. A KFP struct holds no nulls, so unset
+    keys are left out (components read them back with their defaults)."""
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {key: strip(item) for key, item in value.items() if item is not None}
         return value
 
-    return strip(config.to_dict())
+    whole = config.to_dict()
+    return {f"{section}_config": strip(whole[section]) for section in CONFIG_SECTIONS}
+
+
+_DEFAULTS = config_parameters(Config())
 
 # Defaults of the pipeline parameters for a cluster (a local run passes its own, see runner.py).
 CLUSTER_DEFAULTS: dict[str, Any] = {
@@ -38,8 +55,11 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 
 # Steps that may retry (network, object store, API servers) and whether KFP may reuse a cached result.
+# A cached result is keyed on the step's inputs: ingest's are the source, a DVC revision (which pins
+# the data) and source_fingerprint (which changes with a local folder's files); an S3 prefix whose
+# objects changed needs a run without the cache (`fer pipeline run --no-cache`, or enable_caching=False).
 RETRIES = {"ingest": 3, "register": 3, "deploy": 3}
-CACHING = {"ingest": False, "validate": True, "class-weights": True, "train": False, "evaluate": False,
+CACHING = {"ingest": True, "validate": True, "class-weights": True, "train": False, "evaluate": False,
            "register": False, "deploy": False, "stop-invalid-data": False}
 
 
@@ -85,10 +105,16 @@ def fer_pipeline(
     dvc_repo: str = "",
     dvc_rev: str = "",
     dvc_path: str = "",
-    config: dict = config_parameter(Config()),
+    source_fingerprint: str = "",
+    data_config: dict = _DEFAULTS["data_config"],
+    validate_config: dict = _DEFAULTS["validate_config"],
+    weights_config: dict = _DEFAULTS["weights_config"],
+    model_config: dict = _DEFAULTS["model_config"],
+    train_config: dict = _DEFAULTS["train_config"],
+    evaluate_config: dict = _DEFAULTS["evaluate_config"],
+    registry_config: dict = _DEFAULTS["registry_config"],
+    serve_config: dict = _DEFAULTS["serve_config"],
     experiment: str = "fer",
-    model_name: str = Config().registry.model_name,
-    gate_floor: float = Config().registry.floor,
     deploy_model: bool = True,
     mlflow_tracking_uri: str = CLUSTER_DEFAULTS["mlflow_tracking_uri"],
     s3_endpoint_url: str = CLUSTER_DEFAULTS["s3_endpoint_url"],
@@ -106,10 +132,17 @@ def fer_pipeline(
         dvc_repo: A DVC data repo (path or git URL) holding the dataset, instead of source.
         dvc_rev: The git revision of dvc_repo (commit, tag or branch; empty = HEAD).
         dvc_path: The dataset's folder inside dvc_repo.
-        config: The whole resolved config (params.yaml as a dict; `--set` overrides land here).
+        source_fingerprint: A digest of a local source folder's listing (names, sizes, times), set by
+            `fer pipeline run`: a changed folder is ingested again instead of served from the cache.
+        data_config: params.yaml's data section (image size, val split, decode limits); ingest, class weights, train.
+        validate_config: The validate section (Great Expectations thresholds); validate.
+        weights_config: The weights section (scheme, beta, max_weight); class weights, train.
+        model_config: The model section (CBAM-ResNet, stem, heads, mixing); train.
+        train_config: The train section (epochs, batch, learning rates, augmentation, device); train, evaluate.
+        evaluate_config: The evaluate section (split, batch size, calibration bins); train, evaluate.
+        registry_config: The registry section (model_name, gate_metric, floor); register, deploy.
+        serve_config: The serve section (TorchServe batching, workers, limits); deploy.
         experiment: The MLflow experiment the training run goes to.
-        model_name: The registered model in the MLflow Model Registry.
-        gate_floor: The least validation mean class accuracy a version needs to become champion.
         deploy_model: Package and load a new champion into TorchServe (false: register only).
         mlflow_tracking_uri: The MLflow tracking and registry server.
         s3_endpoint_url: The S3 endpoint (MinIO in the cluster; empty = AWS's default).
@@ -120,38 +153,51 @@ def fer_pipeline(
         torchserve_deployment: The Kubernetes Deployment of TorchServe to roll onto the new model store.
     """
     ingested = _step(ingest(source=source, data_format=data_format, dvc_repo=dvc_repo, dvc_rev=dvc_rev,
-                            dvc_path=dvc_path, config=config, s3_endpoint_url=s3_endpoint_url), "ingest",
+                            dvc_path=dvc_path, source_fingerprint=source_fingerprint, data_config=data_config,
+                            s3_endpoint_url=s3_endpoint_url), "ingest",
                      cpu="2", memory="4Gi")
     _secrets(ingested, s3=True)
-    checked = _step(validate(dataset=ingested.outputs["dataset"], config=config), "validate", memory="4Gi")
+    checked = _step(validate(dataset=ingested.outputs["dataset"], validate_config=validate_config), "validate", memory="4Gi")
 
     with dsl.If(checked.outputs["Output"] == False, name="data-invalid"):  # noqa: E712 - a KFP condition
         _step(stop_invalid_data(report_json=checked.outputs["report_json"]), "stop-invalid-data", memory="256Mi")
 
     with dsl.If(checked.outputs["Output"] == True, name="data-valid"):  # noqa: E712
-        weights = _step(class_weights(dataset=ingested.outputs["dataset"], config=config), "class-weights")
+        weights = _step(class_weights(dataset=ingested.outputs["dataset"], data_config=data_config,
+                                       weights_config=weights_config), "class-weights")
         trained = _step(train(dataset=ingested.outputs["dataset"], validation_report=checked.outputs["report_json"],
-                              weights=weights.outputs["weights"], config=config, experiment=experiment,
+                              weights=weights.outputs["weights"], data_config=data_config,
+                              model_config=model_config, train_config=train_config, weights_config=weights_config,
+                              evaluate_config=evaluate_config, experiment=experiment,
                               mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url),
                         "train", cpu="4", memory="16Gi")
         _gpu(trained)
         _secrets(trained, s3=True, mlflow=True)
-        evaluated = _step(evaluate(dataset=ingested.outputs["dataset"], model=trained.outputs["model"], config=config,
+        evaluated = _step(evaluate(dataset=ingested.outputs["dataset"], model=trained.outputs["model"],
+                                   train_config=train_config, evaluate_config=evaluate_config,
                                    mlflow_run_id=trained.outputs["mlflow_run_id"],
                                    mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url),
                           "evaluate", cpu="2", memory="8Gi")
         _secrets(evaluated, s3=True, mlflow=True)
-        registered = _step(register(model=trained.outputs["model"], config=config,
+        registered = _step(register(model=trained.outputs["model"], registry_config=registry_config,
                                     mlflow_run_id=trained.outputs["mlflow_run_id"],
-                                    mlflow_tracking_uri=mlflow_tracking_uri, model_name=model_name,
-                                    gate_floor=gate_floor, s3_endpoint_url=s3_endpoint_url), "register")
+                                    mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url),
+                           "register")
         registered.after(evaluated)
         _secrets(registered, s3=True, mlflow=True)
         with dsl.If(registered.outputs["Output"] == True, name="new-champion"):  # noqa: E712
             with dsl.If(deploy_model == True, name="deploy-on"):  # noqa: E712 - the run's deploy switch
-                deployed = _step(deploy(model_name=model_name, config=config,
+                deployed = _step(deploy(registry_config=registry_config, serve_config=serve_config,
                                         mlflow_tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url,
                                         model_store=model_store, torchserve_management_url=torchserve_management_url,
                                         torchserve_key_file=torchserve_key_file,
                                         torchserve_deployment=torchserve_deployment), "deploy")
                 _secrets(deployed, s3=True, mlflow=True, torchserve=True)
+
+
+if __name__ == "__main__":  # python -m pipelines.fer_pipeline [OUT.yaml]: the package with params.yaml's defaults
+    import sys
+
+    from pipelines.runner import compile_pipeline
+
+    print(compile_pipeline(sys.argv[1] if len(sys.argv) > 1 else "fer_pipeline.yaml"))

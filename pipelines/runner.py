@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from fer_core import cluster
 from fer_core.config import Config
 from fer_core.home import default_tracking_uri, fer_home
-from pipelines.fer_pipeline import PIPELINE_NAME, config_parameter, fer_pipeline
+from pipelines.fer_pipeline import PIPELINE_NAME, config_parameters, fer_pipeline
 
 log = logging.getLogger(__name__)
 
 
 def compile_pipeline(out_file: str | os.PathLike, config: Config | None = None) -> Path:
-    """The KFP v2 package (IR YAML with the Kubernetes platform spec) at OUT_FILE; with `config`, its
-    values (the `config` struct, model name, gate floor) are the package's parameter defaults."""
+    """The KFP v2 package (IR YAML with the Kubernetes platform spec) at OUT_FILE; its config section
+    parameters default to `config` (else params.yaml / $FER_PARAMS as `load_config` finds them)."""
     from kfp import compiler
+
+    from fer_core.config import load_config
 
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    defaults = pipeline_arguments(config) if config is not None else None
+    defaults = pipeline_arguments(config if config is not None else load_config())
     compiler.Compiler().compile(fer_pipeline, str(out), pipeline_parameters=defaults)
     return out
 
 
 def pipeline_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
-    """The run's parameters: the whole resolved config plus the given ones (None values dropped)."""
-    out = {"config": config_parameter(config), "model_name": config.registry.model_name,
-           "gate_floor": float(config.registry.floor)}
+    """The run's parameters: the resolved config's sections plus the given ones (None values dropped)."""
+    out: dict[str, Any] = dict(config_parameters(config))
     out.update({key: value for key, value in arguments.items() if value is not None})
     return out
 
@@ -45,10 +48,31 @@ def local_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
     return pipeline_arguments(config, **defaults)
 
 
-def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None = None) -> Path:
+def source_fingerprint(source: str) -> str:
+    """A digest of a local folder's listing (relative names, sizes, modification times), the ingest
+    step's cache key for what a path alone cannot say; "" for anything else (s3://, a DVC revision)."""
+    import hashlib
+
+    root = Path(source) if source and "://" not in source else None
+    if root is None or not root.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None = None, *,
+              cache: bool = True) -> Path:
     """Run the whole DAG with `kfp.local.SubprocessRunner(use_venv=False)`: every component is a
-    subprocess of this interpreter's environment (nothing installed). Raises RuntimeError when a task
-    fails; returns the pipeline root holding every task's artifacts."""
+    subprocess of this interpreter's environment (nothing installed). With `cache`, a step marked
+    cacheable (fer_pipeline.CACHING) whose inputs are unchanged reuses its earlier outputs (KFP's local
+    cache under PIPELINE_ROOT/.kfp_cache). Raises RuntimeError when a task fails; returns the pipeline
+    root holding every task's artifacts."""
     from kfp import local
 
     # Expected on the local runner: resource/GPU settings and the image name only matter on a cluster.
@@ -56,9 +80,42 @@ def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None
     warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom or non-Python")
     root = Path(pipeline_root or fer_home() / "pipeline_root").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    fer_pipeline(**arguments)
+    if arguments.get("source") and not arguments.get("source_fingerprint"):
+        arguments = {**arguments, "source_fingerprint": source_fingerprint(str(arguments["source"]))}
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True,
+               enable_caching=cache)
+    with _cache_hits_shown():
+        fer_pipeline(**arguments)
     return root
+
+
+class _CacheHit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "cache hit" in record.getMessage()
+
+
+@contextlib.contextmanager
+def _cache_hits_shown() -> Iterator[None]:
+    """KFP's local runner reports a cache hit on the root logger at INFO, which shows nothing by default;
+    this passes those lines (and only those) to stdout for the block, where the console shows them."""
+    root_logger = logging.getLogger()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setLevel(logging.INFO)
+    handler.addFilter(_CacheHit())
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = root_logger.level
+    quiet = [(item, item.level) for item in root_logger.handlers]
+    for item, item_level in quiet:          # the root's own handlers keep showing what they showed
+        item.setLevel(max(item_level, level))
+    root_logger.addHandler(handler)
+    root_logger.setLevel(min(level, logging.INFO))
+    try:
+        yield
+    finally:
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(level)
+        for item, item_level in quiet:
+            item.setLevel(item_level)
 
 
 def submit(host: str, arguments: dict[str, Any], *, package: str | os.PathLike, experiment: str = "fer",

@@ -295,3 +295,25 @@ def rollback_champion(model_name: str) -> str:
     _mark_manual(model_name)
     mlflow_client.set_registered_model_alias(model_name, CHAMPION, previous)
     return previous
+
+
+def newest_version_summary(model_name: str, tracking_uri: str) -> dict:
+    """The newest registered version of MODEL_NAME, its aliases, gate decision and its run's headline metrics."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    versions = client.search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"], max_results=1)
+    if not versions:
+        return {"model_name": model_name, "registered_version": None}
+    version = client.get_model_version(model_name, versions[0].version)  # search results carry no aliases
+    run = client.get_run(version.run_id)
+    try:
+        champion = client.get_model_version_by_alias(model_name, "champion").version
+    except Exception:  # noqa: BLE001 - no champion yet
+        champion = None
+    return {"model_name": model_name, "registered_version": version.version, "champion_version": champion,
+            "aliases": list(version.aliases), "gate": version.tags.get("gate.reason", ""),
+            "mlflow_run_id": version.run_id,
+            "metrics": {key: round(value, 4) for key, value in sorted(run.data.metrics.items())
+                        if key.startswith(("best_val_", "test_", "noisy")) and "_recall_" not in key},
+            "tracking_uri": tracking_uri}

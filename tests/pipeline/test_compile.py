@@ -50,8 +50,9 @@ def test_every_step_is_in_the_package_in_dependency_order(tmp_path):
     assert sources(tasks["evaluate"])["model"] == "train" and sources(tasks["register"]) == {"model": "train"}
     assert sources(tasks["validate"]) == {"dataset": "ingest"}
     params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("source", "data_format", "dvc_repo", "dvc_rev", "dvc_path", "config", "mlflow_tracking_uri",
-                 "model_name", "gate_floor", "deploy_model"):
+    for name in ("source", "data_format", "dvc_repo", "dvc_rev", "dvc_path", "source_fingerprint", "data_config",
+                 "validate_config", "weights_config", "model_config", "train_config", "evaluate_config",
+                 "registry_config", "serve_config", "mlflow_tracking_uri", "deploy_model"):
         assert name in params, name
 
 
@@ -113,8 +114,9 @@ def test_compile_takes_the_config_options_as_the_package_defaults(tmp_path):
     assert result.exit_code == 0, result.output
     pipeline_spec, _ = list(yaml.safe_load_all(out.read_text()))
     params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
-    assert params["config"]["defaultValue"]["train"]["epochs"] == 5
-    assert params["gate_floor"]["defaultValue"] == 0.6
+    assert params["train_config"]["defaultValue"]["epochs"] == 5
+    assert params["registry_config"]["defaultValue"]["floor"] == 0.6
+    assert "model_name" not in params and "gate_floor" not in params  # one carrier: registry_config
     bad = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(out), "--set", "train.epochs=0"])
     assert bad.exit_code != 0 and "train.epochs" in bad.output
 
@@ -143,3 +145,24 @@ def test_each_step_has_a_readable_display_name(tmp_path):
     pipeline_spec, _ = _compile(tmp_path)
     shown = {name: task["taskInfo"]["name"] for name, task in _tasks(pipeline_spec).items()}
     assert shown == DISPLAY_NAMES and all(" " in value for value in shown.values())
+
+
+def test_each_step_gets_only_the_config_sections_it_reads(tmp_path):
+    """So KFP's cache key of a step changes only with what it reads: a new train.lr reruns train and
+    evaluate, not ingest, validate or class weights."""
+    from kfp import compiler
+
+    from pipelines.fer_pipeline import fer_pipeline
+
+    spec_path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(fer_pipeline, str(spec_path))
+    pipeline_spec = list(yaml.safe_load_all(spec_path.read_text()))[0]
+    components = pipeline_spec["components"]
+    sections = {name.removeprefix("comp-"): {key for key in spec["inputDefinitions"].get("parameters", {})
+                                             if key.endswith("_config")}
+                for name, spec in components.items() if not name.startswith("comp-condition")}
+    assert sections == {"ingest": {"data_config"}, "validate": {"validate_config"}, "stop-invalid-data": set(),
+                        "class-weights": {"data_config", "weights_config"},
+                        "train": {"data_config", "model_config", "train_config", "weights_config", "evaluate_config"},
+                        "evaluate": {"train_config", "evaluate_config"}, "register": {"registry_config"},
+                        "deploy": {"registry_config", "serve_config"}}, sections

@@ -57,16 +57,16 @@ def dvc_dataset(tmp_path, s3_env):
 
 
 def _task_dirs(root: Path) -> dict[str, Path]:
-    (run_root,) = [path for path in root.iterdir() if path.is_dir()]
+    (run_root,) = [path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")]
     return {path.name: path for path in run_root.iterdir() if path.is_dir()}
 
 
 def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp_path):
     clone, version = dvc_dataset
-    config = Config().override(TINY)
+    config = Config().override({**TINY, "registry.model_name": MODEL})
     store = tmp_path / "model_store"
     arguments = local_arguments(config, dvc_repo=str(clone), dvc_rev=version.rev, dvc_path="rafdb",
-                                data_format="rafdb", experiment="e2e", model_name=MODEL, model_store=str(store))
+                                data_format="rafdb", experiment="e2e", model_store=str(store))
     terminal = io.StringIO()  # what a person sees when the output goes to a pipe or a file
     with step_console(tmp_path / "run1.log", terminal=terminal) as console:
         root = run_local(arguments, tmp_path / "root1")
@@ -123,11 +123,20 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     # the champion was packaged for TorchServe into the model store
     assert sorted(path.name for path in store.glob("*.mar")) == ["fer-1.mar"]
 
-    # a second run whose model cannot pass the gate (floor above any accuracy) is only a candidate
-    arguments["gate_floor"] = 1.01
-    root = run_local(arguments, tmp_path / "root2")
-    tasks = _task_dirs(root)
-    assert "register" in tasks and "deploy" not in tasks
+    # a second run with another learning rate, whose model cannot pass the gate (floor above any
+    # accuracy but a perfect one): ingest, validate and class weights come from KFP's cache (each step gets only the config
+    # sections it reads), train reruns, and the new version is only a candidate
+    arguments = local_arguments(config.override({"train.lr": config.train.lr / 2, "registry.floor": 1.0}),
+                                dvc_repo=str(clone), dvc_rev=version.rev, dvc_path="rafdb", data_format="rafdb",
+                                experiment="e2e", model_store=str(store))
+    terminal = io.StringIO()
+    with step_console(tmp_path / "run2.log", terminal=terminal) as console:
+        root = run_local(arguments, tmp_path / "root1")
+    status = {task: state for task, state, _ in console.finished}
+    assert {task: status.get(task) for task in ("ingest", "validate", "class-weights", "train")} == {
+        "ingest": "CACHED", "validate": "CACHED", "class-weights": "CACHED", "train": "SUCCESS"}, status
+    assert re.search(r"^  (↺|cached) validate .*from the cache", terminal.getvalue(), re.M), terminal.getvalue()
+    assert "deploy" not in status
     second = client.get_model_version(MODEL, "2")
     assert set(second.aliases) == {"candidate"}
     assert second.tags["gate.promoted"] == "false"
@@ -157,9 +166,9 @@ def test_invalid_data_stops_at_validate_with_the_report(tmp_path):
     layout = {"train": {name: 4 for name in ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")},
               "test": {name: 2 for name in ("neutral", "happy", "sad", "surprise", "disgust")}}
     source = write_imagefolder(tmp_path / "folder", layout)
-    config = Config().override({**TINY, "data.val_fraction": 0.25})
+    config = Config().override({**TINY, "data.val_fraction": 0.25, "registry.model_name": MODEL})
     arguments = local_arguments(config, source=str(source), data_format="imagefolder", experiment="e2e-invalid",
-                                model_name=MODEL, model_store=str(tmp_path / "store"))
+                                model_store=str(tmp_path / "store"))
     terminal = io.StringIO()
     with pytest.raises(RuntimeError, match="stop-invalid-data"):
         with step_console(tmp_path / "run.log", terminal=terminal):

@@ -81,7 +81,7 @@ def test_submit_sends_the_package_with_parameters(kfp_host, tmp_path):
     assert "kubernetes" in run["pipeline_spec"]["platform_spec"]["platforms"]
     params = run["runtime_config"]["parameters"]
     assert params["source"] == "s3://fer-data/rafdb"
-    assert params["config"]["train"]["epochs"] == 3
+    assert params["train_config"]["epochs"] == 3
     # the cluster defaults travel with the package
     assert spec["root"]["inputDefinitions"]["parameters"]["mlflow_tracking_uri"][
         "defaultValue"] == cluster.MLFLOW_URI_IN_CLUSTER

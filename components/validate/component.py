@@ -6,21 +6,20 @@ from components.base import fer_component
 
 
 @fer_component()
-def validate(dataset: Input[Dataset], config: dict, report: Output[HTML],
+def validate(dataset: Input[Dataset], validate_config: dict, report: Output[HTML],
              report_json: Output[Artifact]) -> bool:
     """Always writes the report; returns False when a critical check failed (the DAG then stops).
 
     One plain return value: the local runner resolves a condition on a task's `Output` only."""
     import shutil
 
-    from fer_core.config import from_dict
-    from fer_core.pipeline_io import announce, use_endpoints
+    from components.kfp_io import announce, step_config, use_endpoints
     from fer_core.steps import validate_step
     from fer_core.validation.report import failure_summary
 
     use_endpoints()
 
-    result = validate_step(dataset.path, report_json.path, from_dict(config))
+    result = validate_step(dataset.path, report_json.path, step_config(validate=validate_config))
     shutil.copyfile(result.report_html, report.path)
     report_json.metadata.update({"success": result.success, "failures": len(result.failures),
                                  "warnings": len(result.warnings)})

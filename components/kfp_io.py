@@ -1,7 +1,11 @@
-"""Small helpers the Kubeflow components share: endpoints from parameters, artifact pages, the token.
+"""The run-time glue the component bodies share: the step's Config from the sections it was given,
+endpoints from parameters, the console line, and the artifact pages (Markdown, HTML). No kfp import
+here: inside a running component KFP's executor exposes only its run-time part of `kfp.dsl` (the
+decorators are in components/base.py, used when the pipeline is defined).
 
-Kept in fer_core (not components/) because KFP ships each component function's source alone: what a
-body needs beyond its own lines must be importable from the image.
+KFP ships each component function's source alone, so what a body needs beyond its own lines is
+imported from here inside the body; the image installs `components` beside `fer_core` (pyproject.toml).
+fer_core never imports this module: the library knows nothing of Kubeflow.
 """
 
 from __future__ import annotations
@@ -14,8 +18,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 REPORT = "[fer] "
+
+
+def step_config(**sections: dict):
+    """The `fer_core.config.Config` a step runs with, from the config sections the pipeline passed it
+    (`data=data_config, ...`; the rest keep their defaults and are not read by that step). Each
+    component gets only the sections it reads, so a change to another section (say `train.lr`) leaves
+    its cached result valid; the values are range-checked as any config is."""
+    from fer_core.config import from_dict
+
+    return from_dict(sections)
 
 
 def announce(text: str) -> None:

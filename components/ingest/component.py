@@ -6,16 +6,19 @@ from components.base import fer_component
 
 
 @fer_component()
-def ingest(source: str, data_format: str, dvc_repo: str, dvc_rev: str, dvc_path: str, config: dict,
-           s3_endpoint_url: str, dataset: Output[Dataset], summary: Output[Markdown]) -> int:
-    """Read the raw dataset and write manifest.csv, images/ and rejected.csv; returns the image count."""
-    from fer_core.config import from_dict
-    from fer_core.pipeline_io import announce, ingest_markdown, use_endpoints
+def ingest(source: str, data_format: str, dvc_repo: str, dvc_rev: str, dvc_path: str, source_fingerprint: str,
+           data_config: dict, s3_endpoint_url: str, dataset: Output[Dataset], summary: Output[Markdown]) -> int:
+    """Read the raw dataset and write the prepared dataset (fer_core.data.prepared: manifest.csv, images/,
+    rejected.csv, dataset.json, data_version.json); returns the image count.
+
+    `source_fingerprint` is not read: it is part of the step's cache key, so a changed local folder is
+    ingested again rather than served from the cache (`fer pipeline run` sets it)."""
+    from components.kfp_io import announce, ingest_markdown, step_config, use_endpoints
     from fer_core.steps import ingest_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url)
-    result = ingest_step(dataset.path, from_dict(config), source=source, fmt=data_format, dvc_repo=dvc_repo,
-                         dvc_rev=dvc_rev, dvc_path=dvc_path)
+    result = ingest_step(dataset.path, step_config(data=data_config), source=source, fmt=data_format,
+                         dvc_repo=dvc_repo, dvc_rev=dvc_rev, dvc_path=dvc_path)
     version = result["data_version"]
     dataset.metadata.update({"num_images": result["num_images"], "num_rejected": result["num_rejected"],
                              "manifest_sha256": version.get("manifest_sha256", ""),
