@@ -33,7 +33,7 @@ run: $(STAMP)
 	$(BIN)/fer demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests components
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -8,7 +8,7 @@ from components.base import fer_component
 @fer_component()
 def class_weights(dataset: Input[Dataset], data_config: dict, weights_config: dict, weights: Output[Artifact],
                   metrics: Output[Metrics]) -> None:
-    """weights.json (what the train step's loss uses) + class_weights.png + class_distribution.png in the
+    """weights.json (what the train step's loss uses) + weights.png + class_distribution.png in the
     `weights` artifact; each weight as a KFP metric."""
     from components.kfp_io import announce, step_config, use_endpoints
     from fer_core.steps import class_weights_step

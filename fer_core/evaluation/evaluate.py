@@ -29,7 +29,7 @@ from fer_core.config import Config, from_dict
 from fer_core.data.dataset import EpochBatchSampler, FERDataset
 from fer_core.data.prepared import TRUTH, read_truth
 from fer_core.data.transforms import eval_transform
-from fer_core.evaluation import metrics as M
+from fer_core import metrics as M
 from fer_core.evaluation import plots
 from fer_core.io import atomic_write_text, read_json, write_json
 from fer_core.model import FERNet, build_model

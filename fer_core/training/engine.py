@@ -39,7 +39,7 @@ from fer_core.config import Config, load_config
 from fer_core.data.dataset import EpochBatchSampler, FERDataset
 from fer_core.data.prepared import MANIFEST, train_counts
 from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_from_config
-from fer_core.evaluation import metrics as M
+from fer_core import metrics as M
 from fer_core.io import remove_stale_temps, write_json
 from fer_core.model import FERNet, build_model, count_parameters
 from fer_core.training import distributed as D

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fer_core.evaluation import metrics as M
+from fer_core import metrics as M
 
 # 3 classes; y_true counts 3/2/1; hand-built so every number below can be checked on paper.
 Y_TRUE = [0, 0, 0, 1, 1, 2]
