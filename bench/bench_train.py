@@ -41,7 +41,7 @@ from fer_core.io import write_json  # noqa: E402
 from fer_core.labels import CLASS_NAMES_7  # noqa: E402
 from fer_core.model import build_model  # noqa: E402
 from fer_core.training.class_weights import compute_class_weights  # noqa: E402
-from fer_core.training.engine import TrainStep, autocast, make_loader  # noqa: E402
+from fer_core.training.loop import TrainStep, autocast, make_loader  # noqa: E402
 from fer_core.training.losses import WeightedAddUpLoss  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"

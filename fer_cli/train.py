@@ -34,7 +34,7 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
     model.safetensors (what serving loads), model.pt2 (torch.export program), meta.json, history.json,
     config.json, weights.json and checkpoints/last.pt. Rerunning the same
     command after an interruption resumes where the last checkpoint left off. For several processes,
-    use `torchrun --nproc-per-node N -m fer_core.training.engine` with the same options.
+    use `torchrun --nproc-per-node N -m fer_core.training.torchrun` with the same options.
     """
     from mlflow.exceptions import MlflowException
 

@@ -149,7 +149,8 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
     # the class weights are the class-weights step's artifact when there is one (what the DAG shows)
     if weights_file is None and weights_dir and (Path(weights_dir) / "weights.json").is_file():
         weights_file = Path(weights_dir) / "weights.json"
-    if not tracking_on(tracking_uri, experiment):
+    # under torchrun every rank runs this; rank 0 alone tracks (the engine calls callbacks there only)
+    if not tracking_on(tracking_uri, experiment) or int(os.environ.get("RANK", "0")) != 0:
         return train(config, data_dir, run_dir, weights_file=weights_file, resume=resume), ""
 
     from mlflow import MlflowClient

@@ -11,19 +11,19 @@ the running sums of the epoch's train metrics. Batch order and augmentation are 
 bit-identical to an uninterrupted run (tests/training/test_engine.py checks it).
 
 Under torchrun (WORLD_SIZE > 1) every rank trains a shard through DistributedDataParallel; only rank 0
-writes files and calls callbacks. Run as `torchrun --nproc-per-node N -m fer_core.training.engine
+writes files and calls callbacks. Run as `torchrun --nproc-per-node N -m fer_core.training.torchrun
 --data DIR --out RUN [--set k=v ...]`.
+
+The parts: loop.py (the step module, one epoch, a split's evaluation), resume.py (the run's state as a
+typed object and the resume checks), checkpoint.py (writing and reading it), this file (setting a run
+up, the epoch loop, best-epoch selection, export).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
-import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -32,38 +32,25 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from fer_core.config import Config, load_config
+from fer_core.config import Config
 from fer_core.data.dataset import EpochBatchSampler, FERDataset
 from fer_core.data.prepared import MANIFEST, train_counts
 from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_from_config
-from fer_core import metrics as M
 from fer_core.io import remove_stale_temps, write_json
-from fer_core.model import FERNet, build_model, count_parameters
+from fer_core.model import build_model, count_parameters
 from fer_core.training import distributed as D
 from fer_core.training.callbacks import CallbackList, TrainContext, TrainResult
 from fer_core.training.checkpoint import (CHECKPOINT_FORMAT, capture_rng, cpu_state_dict, load_torch, restore_rng,
                                           save_torch)
 from fer_core.training.class_weights import compute_class_weights, read_class_weights, weights_report
+from fer_core.training.loop import TrainStep, evaluate_split, make_loader, train_one_epoch
 from fer_core.training.losses import WeightedAddUpLoss
-from fer_core.training.step import training_step
+from fer_core.training.resume import ResumeError, RunState, check_resumable
 
 logger = logging.getLogger(__name__)
 
 BEST_METRIC = "val_mean_class_accuracy"
-# Keys a resumed run may change without invalidating its checkpoint (they do not change the maths).
-RESUME_MAY_CHANGE = frozenset({
-    "train.epochs", "train.workers", "train.early_stopping_patience", "train.checkpoint_every_steps",
-    "train.cache_images_mb", "train.device",
-})
-
-
-class ResumeError(ValueError):
-    """A checkpoint that cannot continue this run (different settings or format)."""
-
-
 # --------------------------------------------------------------------------------------------- setup
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -80,127 +67,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; nothing on CPU (CPU bf16 is slower there and changes the numbers)."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_device(images: Tensor, targets: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    if device.type == "cuda":
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        return images, targets.to(device, non_blocking=True)
-    return images, targets
-
-
-class TrainStep(nn.Module):
-    """The mixing step as a module, so DDP wraps it: DDP only syncs gradients of work done inside
-    its own forward, and the step calls `encode`/`classify`, not the model's forward."""
-
-    def __init__(self, model: FERNet, loss_fn: WeightedAddUpLoss, mixing: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-        self.configured_mixing = mixing
-        self.mixing = mixing
-
-    def forward(self, images: Tensor, targets: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        return training_step(self.model, images, targets, self.loss_fn, self.mixing, generator)
-
-    def set_epoch(self, epoch: int, warmup_epochs: int) -> None:
-        """Mixing starts after `warmup_epochs` epochs of the weighted loss on mu (0 = from the start)."""
-        self.mixing = self.configured_mixing and epoch >= warmup_epochs
-
-
-def make_loader(dataset: FERDataset, sampler: EpochBatchSampler, workers: int, device: torch.device,
-                seed: int) -> DataLoader:
-    # Its own generator: creating an iterator then draws no number from torch's global RNG, which
-    # must stay exactly where the checkpoint left it.
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                      pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
-
-
-# --------------------------------------------------------------------------------------------- loops
-
-def train_one_epoch(step_module: nn.Module, model: FERNet, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    device: torch.device, mix_generator: torch.Generator, state: dict[str, Any],
-                    on_step: Any, progress: bool) -> None:
-    """Train over the loader's remaining batches, updating `state` (batch, global_step, sums) in place.
-
-    `on_step(state)` runs after every optimiser step (checkpointing and callbacks live there).
-    """
-    model.train()
-    sums = state["sums"]
-    bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}", leave=False, disable=not progress, mininterval=1.0)
-    for images, targets in bar:
-        images, targets = to_device(images, targets, device)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device):
-            out = step_module(images, targets, mix_generator)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {state['epoch'] + 1}, batch "
-                                     f"{state['batch'] + 1}; lower train.lr or check the data")
-        loss.backward()
-        optimizer.step()
-        batch_size = targets.shape[0]
-        sums["loss"] += loss.item() * batch_size
-        sums["correct"] += (out["logits"].argmax(dim=1) == targets).sum().item()
-        sums["seen"] += batch_size
-        state["batch"] += 1
-        state["global_step"] += 1
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        on_step(state)
-
-
-@torch.no_grad()
-def evaluate_split(model: FERNet, loader: DataLoader, loss_fn: WeightedAddUpLoss, device: torch.device,
-                   num_classes: int, info: D.DistInfo) -> dict[str, float]:
-    """Weighted loss, accuracy and mean class accuracy of a split (summed over ranks)."""
-    model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    for images, targets in loader:
-        images, targets = to_device(images, targets, device)
-        with autocast(device):
-            logits = model(images)
-        logits = logits.float()
-        loss_sum += loss_fn(logits, targets).item() * targets.shape[0]
-        pairs = (targets.cpu() * num_classes + logits.argmax(dim=1).cpu()).to(torch.int64)
-        confusion += torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
-    D.all_reduce_sum(confusion, info)
-    D.all_reduce_sum(loss_sum, info)
-    counts = confusion.numpy().astype(np.int64)
-    total = int(counts.sum())
-    return {
-        "loss": float(loss_sum) / max(total, 1),
-        "accuracy": M.accuracy(counts),
-        "mean_class_accuracy": M.mean_class_accuracy(counts),
-        "macro_f1": M.macro_f1(counts),
-    }
-
-
 # ------------------------------------------------------------------------------------------- helpers
-
-def _check_resumable(checkpoint: dict[str, Any], config: Config, path: Path) -> None:
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ResumeError(f"{path}: checkpoint format {checkpoint.get('format')!r}, this code writes "
-                          f"{CHECKPOINT_FORMAT}; start a new run (--no-resume or another --out)")
-    saved = _flatten(checkpoint["config"])
-    now = config.flat()
-    changed = [key for key in sorted(set(saved) | set(now))
-               if (key.split(".")[0] in ("model", "weights", "train") or key == "data.num_classes")
-               and key not in RESUME_MAY_CHANGE and saved.get(key) != now.get(key)]
-    if changed:
-        detail = ", ".join(f"{key}: {saved.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
-        raise ResumeError(f"{path} was written with other settings ({detail}); resume with the same "
-                          "settings, or start over with --no-resume or another --out")
-
-
-def _flatten(config_dict: dict[str, Any]) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in config_dict.items() for key, value in values.items()}
-
 
 def _num_classes(train_set: FERDataset, config: Config) -> int:
     if train_set.num_classes != config.data.num_classes:
@@ -225,6 +92,19 @@ def make_meta(config: Config, class_names: Sequence[str], best_epoch: int, best_
         "class_weights": {name: float(w) for name, w in zip(class_names, class_weights)},
         "weights_scheme": config.weights.scheme,
     }
+
+
+def _class_weights(config: Config, class_names: Sequence[str], counts: list[int],
+                   weights_file: str | Path | None) -> tuple[Tensor, tuple[Any, Any, Any]]:
+    """The loss's class weights and their (scheme, beta, max_weight): WEIGHTS_FILE's (checked against this
+    dataset's classes and counts), else computed from the train counts with the weights section."""
+    if weights_file is not None:
+        given, report = read_class_weights(weights_file, class_names, counts)
+        return torch.tensor(given, dtype=torch.float32), (report.get("scheme"), report.get("beta"),
+                                                           report.get("max_weight"))
+    weights = config.weights
+    return (compute_class_weights(counts, weights.scheme, weights.beta, weights.max_weight),
+            (weights.scheme, weights.beta, weights.max_weight))
 
 
 def _lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -277,52 +157,17 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
 
     # model, loss, optimiser
     counts = train_counts(data_dir, num_classes)
-    if weights_file is not None:
-        given, given_report = read_class_weights(weights_file, class_names, counts)
-        class_weights = torch.tensor(given, dtype=torch.float32)
-        scheme = (given_report.get("scheme"), given_report.get("beta"), given_report.get("max_weight"))
-    else:
-        class_weights = compute_class_weights(counts, config.weights.scheme, config.weights.beta,
-                                              config.weights.max_weight)
-        scheme = (config.weights.scheme, config.weights.beta, config.weights.max_weight)
+    class_weights, scheme = _class_weights(config, class_names, counts, weights_file)
     model = build_model(config.model, num_classes)
     loss_fn = WeightedAddUpLoss(class_weights)
     optimizer = torch.optim.Adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
     mix_generator = torch.Generator().manual_seed(cfg.seed * 7919 + info.rank)
 
-    state: dict[str, Any] = {
-        "epoch": 0, "batch": 0, "global_step": 0, "best_metric": -math.inf, "best_epoch": -1,
-        "best_metrics": {}, "stale_epochs": 0, "history": [], "finished": False, "stopped_early": False,
-        "sums": {"loss": 0.0, "correct": 0, "seen": 0},
-    }
-    resumed = False
-    if resume and checkpoint_path.is_file():
-        checkpoint = load_torch(checkpoint_path)
-        _check_resumable(checkpoint, config, checkpoint_path)
-        saved_weights = checkpoint.get("class_weights")
-        if saved_weights is not None and not torch.allclose(torch.tensor(saved_weights), class_weights):
-            raise ResumeError(f"{checkpoint_path} was trained with class weights {[round(w, 4) for w in saved_weights]}, "
-                              f"now {[round(w, 4) for w in class_weights.tolist()]} (another --weights file?); "
-                              "resume with the same weights, or start over with --no-resume or another --out")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        for key in ("epoch", "batch", "global_step", "best_metric", "best_epoch", "best_metrics", "stale_epochs",
-                    "history", "finished", "stopped_early"):
-            state[key] = checkpoint[key]
-        ranks = checkpoint["rank_state"]
-        if len(ranks) == info.world_size:
-            restore_rng(ranks[info.rank]["rng"], mix_generator)
-            state["sums"] = dict(ranks[info.rank]["sums"])
-        else:  # another world size: the data shards differ anyway, so the stream cannot be exact
-            logger.warning("%s was written by %d process(es), now %d: resuming, not bit-exactly",
-                           checkpoint_path, len(ranks), info.world_size)
-        if state["epoch"] < cfg.epochs and not state["stopped_early"]:
-            state["finished"] = False  # more epochs asked for than the checkpoint ran
-        resumed = True
-        if info.is_main:
-            logger.info("resuming %s at epoch %d, batch %d", checkpoint_path, state["epoch"] + 1, state["batch"])
+    state = RunState()
+    resumed = resume and checkpoint_path.is_file()
+    if resumed:
+        _resume_from(checkpoint_path, config, class_weights, model, optimizer, scheduler, state, mix_generator, info)
     elif config.model.pretrained:
         from fer_core.model.weights import load_backbone_weights
 
@@ -351,41 +196,41 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         callbacks.on_train_start(TrainContext(
             config=config.to_dict(), run_dir=run_dir, data_dir=data_dir, class_names=list(class_names),
             train_counts=counts, class_weights=class_weights.tolist(), num_train=len(train_set),
-            num_val=len(val_set), device=str(device), world_size=info.world_size, start_epoch=state["epoch"],
+            num_val=len(val_set), device=str(device), world_size=info.world_size, start_epoch=state.epoch,
             resumed=resumed, num_parameters=count_parameters(model)))
 
     def save_checkpoint() -> None:
         # every rank contributes its RNG and running sums; rank 0 writes
-        rank_state = D.all_gather_objects({"rng": capture_rng(mix_generator), "sums": dict(state["sums"])}, info)
+        rank_state = D.all_gather_objects({"rng": capture_rng(mix_generator), "sums": dict(state.sums)}, info)
         if info.is_main:
             save_torch({
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(),
                 "class_weights": class_weights.tolist(),
                 "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rank_state": rank_state,
-                **{key: value for key, value in state.items() if key != "sums"},
+                **state.saved(),
             }, checkpoint_path)
             callbacks.on_checkpoint(checkpoint_path)
         D.barrier(info)
 
-    def on_step(current: dict[str, Any]) -> None:
+    def on_step(current: RunState) -> None:
         if info.is_main:
-            callbacks.on_step_end(current["global_step"], {"train_loss_running": current["sums"]["loss"] /
-                                                           max(current["sums"]["seen"], 1)})
+            callbacks.on_step_end(current.global_step, {"train_loss_running": current.sums["loss"] /
+                                                        max(current.sums["seen"], 1)})
         every = cfg.checkpoint_every_steps
-        if every > 0 and current["global_step"] % every == 0 and current["batch"] < batches_per_epoch:
+        if every > 0 and current.global_step % every == 0 and current.batch < batches_per_epoch:
             save_checkpoint()
 
-    while not state["finished"]:
-        epoch = state["epoch"]
+    while not state.finished:
+        epoch = state.epoch
         started = time.perf_counter()
         train_sampler.set_epoch(epoch)
-        train_sampler.set_start(state["batch"])
+        train_sampler.set_start(state.batch)
         (step_module.module if info.distributed else step_module).set_epoch(epoch, cfg.mixing_warmup_epochs)
         train_one_epoch(step_module, model, train_loader, optimizer, device, mix_generator, state, on_step,
                         progress=info.is_main)
-        sums = D.all_reduce_sum(torch.tensor([state["sums"]["loss"], state["sums"]["correct"],
-                                              state["sums"]["seen"]], dtype=torch.float64), info).tolist()
+        sums = D.all_reduce_sum(torch.tensor([state.sums["loss"], state.sums["correct"], state.sums["seen"]],
+                                             dtype=torch.float64), info).tolist()
         val = evaluate_split(model, val_loader, loss_fn, device, num_classes, info)
         lrs = _lrs(optimizer)
         scheduler.step()
@@ -394,30 +239,49 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
             "epoch": epoch + 1, "train_loss": sums[0] / max(sums[2], 1), "train_accuracy": sums[1] / max(sums[2], 1),
             **{f"val_{key}": value for key, value in val.items()}, **lrs, "epoch_seconds": seconds,
         }
-        state["history"].append(entry)
-        improved = entry[BEST_METRIC] > state["best_metric"]
-        if improved:
-            state.update(best_metric=entry[BEST_METRIC], best_epoch=epoch + 1, stale_epochs=0,
-                         best_metrics={k: v for k, v in entry.items() if k.startswith("val_")})
-            if info.is_main:
-                save_torch({"state_dict": cpu_state_dict(model),
-                            "meta": make_meta(config, class_names, epoch + 1, state["best_metrics"],
-                                              class_weights.tolist())}, best_path)
-        else:
-            state["stale_epochs"] += 1
-        patience = cfg.early_stopping_patience
-        state["stopped_early"] = patience > 0 and state["stale_epochs"] >= patience
-        state.update(epoch=epoch + 1, batch=0, sums={"loss": 0.0, "correct": 0, "seen": 0})
-        state["finished"] = state["epoch"] >= cfg.epochs or state["stopped_early"]
+        improved = state.end_epoch(entry, BEST_METRIC, cfg.early_stopping_patience, cfg.epochs)
         if info.is_main:
+            if improved:
+                save_torch({"state_dict": cpu_state_dict(model),
+                            "meta": make_meta(config, class_names, epoch + 1, state.best_metrics,
+                                              class_weights.tolist())}, best_path)
             logger.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f mca %.4f%s (%.1fs)",
                         epoch + 1, cfg.epochs, entry["train_loss"], entry["train_accuracy"], entry["val_loss"],
                         entry["val_accuracy"], entry["val_mean_class_accuracy"], " *" if improved else "", seconds)
-            write_json(run_dir / "history.json", state["history"])
+            write_json(run_dir / "history.json", state.history)
             callbacks.on_epoch_end(epoch + 1, entry)
         save_checkpoint()
 
     return _finish(config, run_dir, best_path, state, class_names, class_weights.tolist(), callbacks, info, export)
+
+
+def _resume_from(checkpoint_path: Path, config: Config, class_weights: Tensor, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, state: RunState, mix_generator: torch.Generator,
+                 info: D.DistInfo) -> None:
+    """Continue from CHECKPOINT_PATH: the model, optimiser, scheduler, run state, this rank's RNG and sums
+    (ResumeError when it was written with other settings or other class weights)."""
+    checkpoint = load_torch(checkpoint_path)
+    check_resumable(checkpoint, config, checkpoint_path)
+    saved_weights = checkpoint.get("class_weights")
+    if saved_weights is not None and not torch.allclose(torch.tensor(saved_weights), class_weights):
+        raise ResumeError(f"{checkpoint_path} was trained with class weights {[round(w, 4) for w in saved_weights]}, "
+                          f"now {[round(w, 4) for w in class_weights.tolist()]} (another --weights file?); "
+                          "resume with the same weights, or start over with --no-resume or another --out")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    state.restore(checkpoint)
+    ranks = checkpoint["rank_state"]
+    if len(ranks) == info.world_size:
+        restore_rng(ranks[info.rank]["rng"], mix_generator)
+        state.sums = dict(ranks[info.rank]["sums"])
+    else:  # another world size: the data shards differ anyway, so the stream cannot be exact
+        logger.warning("%s was written by %d process(es), now %d: resuming, not bit-exactly",
+                       checkpoint_path, len(ranks), info.world_size)
+    if state.epoch < config.train.epochs and not state.stopped_early:
+        state.finished = False  # more epochs asked for than the checkpoint ran
+    if info.is_main:
+        logger.info("resuming %s at epoch %d, batch %d", checkpoint_path, state.epoch + 1, state.batch)
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -427,14 +291,14 @@ def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device
                 param_state[key] = value.to(device)
 
 
-def _finish(config: Config, run_dir: Path, best_path: Path, state: dict[str, Any], class_names: list[str],
+def _finish(config: Config, run_dir: Path, best_path: Path, state: RunState, class_names: list[str],
             class_weights: list[float], callbacks: CallbackList, info: D.DistInfo, export: bool) -> TrainResult:
     """Rank 0: history.json, meta.json, model.safetensors and model.pt2 from the best checkpoint; every rank: the result."""
-    result = TrainResult(run_dir=run_dir, best_epoch=state["best_epoch"], best_metrics=dict(state["best_metrics"]),
-                         epochs_completed=state["epoch"], stopped_early=state["stopped_early"],
-                         history=list(state["history"]), best_path=best_path)
+    result = TrainResult(run_dir=run_dir, best_epoch=state.best_epoch, best_metrics=dict(state.best_metrics),
+                         epochs_completed=state.epoch, stopped_early=state.stopped_early,
+                         history=list(state.history), best_path=best_path)
     if info.is_main:
-        write_json(run_dir / "history.json", state["history"])
+        write_json(run_dir / "history.json", state.history)
         best = load_torch(best_path)
         if export:
             from fer_core.model.export import WEIGHTS_FILE, write_model_files
@@ -448,29 +312,3 @@ def _finish(config: Config, run_dir: Path, best_path: Path, state: dict[str, Any
         callbacks.on_train_end(result)
     D.barrier(info)
     return result
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for torchrun: the same `train` as `fer train`, without the click layer."""
-    parser = argparse.ArgumentParser(prog="python -m fer_core.training.engine", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="prepared dataset folder")
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--params", default=None, help="params.yaml (default: $FER_PARAMS or ./params.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--no-export", action="store_true")
-    parser.add_argument("--weights", default=None, help="class weights from this weights.json (fer data weights)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.params, args.overrides)
-    result = train(config, args.data, args.out, resume=not args.no_resume, export=not args.no_export,
-                   weights_file=args.weights)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"best epoch {result.best_epoch}: {BEST_METRIC} {result.best_metrics.get(BEST_METRIC, float('nan')):.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -60,12 +60,22 @@ def test_spatial_attention_uses_the_7x7_neighbourhood():
 
 
 def test_cbam_is_channel_then_spatial():
+    """The paper's order: the spatial gate sees the channel-gated features. A channel shut by the channel
+    gate must not light up the spatial map: with a spike in that channel, the other order gives another
+    answer."""
     torch.manual_seed(0)
     cbam = CBAM(channels=8, reduction=4)
-    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        for parameter in cbam.spatial.parameters():   # a trained spatial gate (it starts neutral: 0.5)
+            parameter.normal_()
+        cbam.channel.mlp[-1].bias[3] = -30.0   # channel 3 gated to ~0
+    x = torch.randn(1, 8, 5, 5) * 0.1
+    x[0, 3, 2, 2] = 50.0                        # a spike only channel 3 has
     after_channel = x * cbam.channel(x)
-    expected = after_channel * cbam.spatial(after_channel)
-    torch.testing.assert_close(cbam(x), expected)
+    channel_first = after_channel * cbam.spatial(after_channel)
+    spatial_first = (x * cbam.spatial(x)) * cbam.channel(x * cbam.spatial(x))
+    torch.testing.assert_close(cbam(x), channel_first)
+    assert not torch.allclose(cbam(x), spatial_first, atol=1e-3)
 
 
 @pytest.mark.parametrize("channels, reduction, hidden", [(64, 16, 4), (8, 16, 1)])

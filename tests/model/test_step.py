@@ -136,7 +136,7 @@ def test_tiny_set_is_overfit():
 
 
 def test_mixing_warmup_trains_on_mu_first_then_mixes():
-    from fer_core.training.engine import TrainStep
+    from fer_core.training.loop import TrainStep
 
     torch.manual_seed(0)
     model = build_model(dataclasses.replace(ModelConfig(), head_pool=1, dropout=0.0), num_classes=2).eval()

@@ -8,7 +8,6 @@ weights into our own network and never open them; an altered .pt2 is refused bef
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import shutil

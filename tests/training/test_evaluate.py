@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 
 import pytest
@@ -37,7 +38,6 @@ def test_evaluate_writes_metrics_predictions_and_plots(noisy_run):
     assert set(metrics["per_class_recall"]) == {"neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"}
     for key in ("mean_class_accuracy", "macro_f1", "ece", "per_class_precision", "per_class_f1"):
         assert key in metrics
-    assert 0.0 <= metrics["ece"] <= 1.0
     stats = metrics["uncertainty"]
     assert stats["count_correct"] + stats["count_wrong"] == 7 and stats["mean"] > 0
 
@@ -45,10 +45,22 @@ def test_evaluate_writes_metrics_predictions_and_plots(noisy_run):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 7
     assert metrics["accuracy"] == pytest.approx(sum(r["label"] == r["prediction"] for r in rows) / 7)
+    # ECE recomputed by hand from the written confidences: 15 equal-width bins (lo, hi], |accuracy - confidence|
+    # weighted by the bin's share of the images
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    for r in rows:
+        confidence = float(r["confidence"])
+        bins.setdefault(min(max(math.ceil(confidence * 15) - 1, 0), 14), []).append((confidence, r["label"] == r["prediction"]))
+    ece = sum(len(members) / 7 * abs(sum(ok for _, ok in members) / len(members) -
+                                     sum(c for c, _ in members) / len(members)) for members in bins.values())
+    assert metrics["ece"] == pytest.approx(ece, abs=1e-5)
 
     noise = metrics["noise"]
     assert noise["num_flipped"] == 6 and noise["num_matched"] == 28
-    assert 0.0 <= noise["auroc"] <= 1.0
+    # the AUROC agrees with the mean uncertainties it summarises: above 0.5 exactly when flipped labels
+    # are on average the more uncertain (a reversed ranking would break this)
+    higher = noise["mean_uncertainty_flipped"] > noise["mean_uncertainty_clean"]
+    assert noise["auroc"] != 0.5 and (noise["auroc"] > 0.5) == higher, noise
 
     assert len(metrics["plots"]) == 4
     for relative in metrics["plots"]:
