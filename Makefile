@@ -16,6 +16,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make run    set up, run the whole pipeline locally, end with a served prediction"
 	@echo "make test   set up and run the test suite"
+	@echo "make test-fast  the code and data tiers only (under 3 minutes)"
 	@echo "make bench  set up and run the benchmarks in bench/"
 
 setup: $(STAMP)
@@ -34,6 +35,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests components
+
+# the code and data tiers (conftest.py), without the tests marked slow: under 3 minutes on 2 cores
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests components -m "(code or data) and not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
