@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -42,32 +42,39 @@ GATEWAY_MODULE = "fer_core.serving.gateway"
 DEFAULT_START_TIMEOUT = 180.0
 
 
+_SERVE_FIELDS = frozenset(f.name for f in fields(ServeConfig))
+
+
 @dataclass(frozen=True)
 class ServerSettings:
-    """Where the server listens and keeps its state; from `serve.*` config plus CLI overrides."""
+    """Where the server listens and keeps its state: the serve.* config (`serve`; its fields, ports and
+    limits are declared once, in ServeConfig, and read here as attributes: `settings.inference_port`),
+    the home and model store folders, and the loopback port of TorchServe's own inference API behind
+    the gateway (0 = a free port)."""
 
     home: Path
     model_store: Path
-    address: str = "127.0.0.1"
-    inference_port: int = 8080
-    management_port: int = 8081
-    metrics_port: int = 8082
-    grpc_inference_port: int = 7070
-    grpc_management_port: int = 7071
-    workers: int = 1
-    max_request_bytes: int = 10_485_760
-    token_expiration_min: int = 60
-    backend_inference_port: int = 0   # TorchServe's own inference API behind the gateway; 0 = a free port
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    backend_inference_port: int = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for names the dataclass lacks: the serve config's settings
+        if name != "serve" and name in _SERVE_FIELDS:
+            return getattr(self.serve, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     @classmethod
     def from_config(cls, serve: ServeConfig, home: Path | None = None, model_store: Path | None = None,
                     **overrides: Any) -> "ServerSettings":
+        """SERVE with the given overrides (None = keep the config's); `backend_inference_port` too."""
         home = Path(home) if home else fer_home() / "torchserve"
-        # every setting named like a serve.* key comes from the config (one list: the dataclass fields)
-        from_serve = {f.name: getattr(serve, f.name) for f in fields(cls) if hasattr(serve, f.name)}
-        settings = cls(home=home.resolve(), model_store=Path(model_store or fer_home() / "model_store").resolve(),
-                       **from_serve)
-        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        given = {key: value for key, value in overrides.items() if value is not None}
+        unknown = set(given) - _SERVE_FIELDS - {"backend_inference_port"}
+        if unknown:
+            raise TypeError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
+        backend = given.pop("backend_inference_port", 0)
+        return cls(home=home.resolve(), model_store=Path(model_store or fer_home() / "model_store").resolve(),
+                   serve=replace(serve, **given), backend_inference_port=backend)
 
     @property
     def inference_url(self) -> str:
