@@ -56,10 +56,10 @@ def direct(config: Config, raw: Path, work: Path) -> dict[str, float]:
 def pipeline(config: Config, raw: Path, work: Path) -> float:
     from pipelines.runner import local_arguments, run_local
 
-    arguments = local_arguments(config, source=str(raw), data_format="rafdb", experiment="bench-pipeline",
-                                model_name="bench-pipeline", deploy_model=False)
+    arguments = local_arguments(config.override({"registry.model_name": "bench-pipeline"}), source=str(raw),
+                                data_format="rafdb", experiment="bench-pipeline", deploy_model=False)
     started = time.perf_counter()
-    run_local(arguments, work / "pipeline_root")
+    run_local(arguments, work / "pipeline_root", cache=False)  # every step runs, as on the direct side
     return time.perf_counter() - started
 
 

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
 
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def _forget_mlflow_uris() -> None:
+    """mlflow.set_tracking_uri/set_registry_uri (what fer_core.tracking.configure calls) keep the URI in
+    module globals and export it as MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI for subprocesses: one test's
+    store must not become the next test's (or its subprocesses') default."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    from fer_core.tracking import runs
+
+    tracking_utils._tracking_uri = None
+    registry_utils._registry_uri = None
+    runs._configured_uri = None
+
+
 @pytest.fixture(autouse=True)
 def fer_home(tmp_path, monkeypatch):
-    """Every test gets its own FER_HOME; nothing leaks into the repo's .fer/."""
+    """Every test gets its own FER_HOME and no MLflow URI from another test; nothing leaks into the
+    repo's .fer/."""
     home = tmp_path / "fer_home"
     home.mkdir()
     monkeypatch.setenv("FER_HOME", str(home))
@@ -17,7 +36,14 @@ def fer_home(tmp_path, monkeypatch):
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
-    return home
+    saved = {name: os.environ.pop(name, None) for name in MLFLOW_URI_VARIABLES}
+    _forget_mlflow_uris()
+    yield home
+    for name, value in saved.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
+    _forget_mlflow_uris()
 
 
 def free_port() -> int:
