@@ -6,5 +6,3 @@ at run time); kfp_io.py the run-time helpers the bodies import. Bodies import in
 because KFP ships each function's source on its own. This file imports nothing: a running component
 imports `components.kfp_io`, and inside KFP's executor `kfp.dsl` has no decorators to build components.
 """
-
-NAMES = ("ingest", "validate", "stop_invalid_data", "class_weights", "train", "evaluate", "register", "deploy")

@@ -69,6 +69,9 @@ def trained(prepared, tmp_path_factory):
     uri = f"sqlite:///{work / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FER_HOME", str(work / "home"))
+        # the body exports the tracking URI (use_endpoints, mlflow): undone when the fixture is built
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_REGISTRY_URI", uri)
         model = artifact(dsl.Model, work, "model")
         metrics = artifact(dsl.Metrics, work, "metrics")
         weights = artifact(dsl.Artifact, work, "weights")

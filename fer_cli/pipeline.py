@@ -163,9 +163,12 @@ def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="f
 @click.option("--token", default=None, envvar="KFP_TOKEN", help="Bearer token for the KFP API ($KFP_TOKEN).")
 @click.option("--package", "package_file", type=click.Path(dir_okay=False), default="fer-pipeline.yaml",
               show_default=True, help="Where the compiled package is written before upload.")
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Let KFP reuse a cacheable step's earlier outputs; --no-cache after the data under an "
+                   "s3:// prefix changed.")
 @config_options
 def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, run_name,
-           namespace, token, package_file, config) -> None:
+           namespace, token, package_file, cache, config) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines host; prints the run id and URL.
 
     The cluster defaults apply (MLflow, MinIO and the model store inside the cluster, see
@@ -178,7 +181,7 @@ def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, m
                                    experiment=experiment, deploy_model=deploy, **data)
     try:
         result = submit_run(host, arguments, package=package_file, experiment=experiment, run_name=run_name,
-                            namespace=namespace, existing_token=token)
+                            namespace=namespace, existing_token=token, cache=cache)
     except Exception as exc:  # noqa: BLE001 - the API client raises many kinds; the user needs the message
         fail(f"submitting to {host} failed: {exc}")
     click.echo(f"run id: {result['run_id']}")

@@ -126,10 +126,14 @@ def tracking_on(tracking_uri: str | None = None, experiment: str | None = None) 
     return bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or experiment)
 
 
-def tracked_run_id(run_dir: str | Path) -> str:
-    """The MLflow run id a tracked `train_step` recorded in RUN, "" when it was not tracked."""
+def tracked_run(run_dir: str | Path) -> tuple[str, str]:
+    """(run id, tracking URI) of the MLflow run a tracked `train_step` recorded in RUN; ("", "") when
+    the training was not tracked."""
     path = Path(run_dir) / RUN_TRACKING
-    return str(read_json(path).get("run_id", "")) if path.is_file() else ""
+    if not path.is_file():
+        return "", ""
+    record = read_json(path)
+    return str(record.get("run_id", "")), str(record.get("tracking_uri", ""))
 
 
 def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, experiment: str = "",
@@ -146,6 +150,9 @@ def train_step(data_dir: str | Path, run_dir: str | Path, config: Config, *, exp
     from fer_core.training.engine import train
 
     data_dir, run_dir = Path(data_dir), Path(run_dir)
+    # this step's own record of an earlier tracked training in RUN must not send a later evaluation to
+    # that run: it is written again below when this training is tracked
+    (run_dir / RUN_TRACKING).unlink(missing_ok=True)
     # the class weights are the class-weights step's artifact when there is one (what the DAG shows)
     if weights_file is None and weights_dir and (Path(weights_dir) / "weights.json").is_file():
         weights_file = Path(weights_dir) / "weights.json"
@@ -198,14 +205,16 @@ def evaluate_step(run_dir: str | Path, data_dir: str | Path, config: Config, *, 
                   tracking_uri: str | None = None, split: str | None = None,
                   truth_csv: str | Path | None = None) -> dict[str, Any]:
     """Metrics on the held-out split (`split`, default config.evaluate.split) into RUN/metrics.json and
-    plots; logged to MLflow run `run_id`, or, with tracking on, to the run RUN/mlflow_run.json names."""
+    plots; logged to MLflow run `run_id`, else to the run a tracked training recorded in
+    RUN/mlflow_run.json (on the tracking server it recorded, unless `tracking_uri` is given)."""
     from fer_core.evaluation.evaluate import evaluate_run
 
     run_dir = Path(run_dir)
     metrics = evaluate_run(run_dir, data_dir, split=split or config.evaluate.split, config=config,
                            truth_csv=truth_csv)
-    if not run_id and tracking_on(tracking_uri):
-        run_id = tracked_run_id(run_dir)
+    if not run_id:
+        run_id, recorded_uri = tracked_run(run_dir)
+        tracking_uri = tracking_uri or recorded_uri or None
     if run_id:
         from fer_core import tracking
 

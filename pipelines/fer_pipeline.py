@@ -55,9 +55,10 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 
 # Steps that may retry (network, object store, API servers) and whether KFP may reuse a cached result.
-# A cached result is keyed on the step's inputs: ingest's are the source, a DVC revision (which pins
-# the data) and source_fingerprint (which changes with a local folder's files); an S3 prefix whose
-# objects changed needs a run without the cache (`fer pipeline run --no-cache`, or enable_caching=False).
+# A cached result is keyed on the step's inputs: ingest's are the source, a DVC revision (the local run
+# resolves a branch, tag or HEAD to its commit) and source_fingerprint (the fer_core code and a local
+# folder's files); an S3 prefix whose objects changed needs a run without the cache (`--no-cache` on
+# `fer pipeline run` and `fer pipeline submit`).
 RETRIES = {"ingest": 3, "register": 3, "deploy": 3}
 CACHING = {"ingest": True, "validate": True, "class-weights": True, "train": False, "evaluate": False,
            "register": False, "deploy": False, "stop-invalid-data": False}
@@ -132,8 +133,8 @@ def fer_pipeline(
         dvc_repo: A DVC data repo (path or git URL) holding the dataset, instead of source.
         dvc_rev: The git revision of dvc_repo (commit, tag or branch; empty = HEAD).
         dvc_path: The dataset's folder inside dvc_repo.
-        source_fingerprint: A digest of a local source folder's listing (names, sizes, times), set by
-            `fer pipeline run`: a changed folder is ingested again instead of served from the cache.
+        source_fingerprint: A digest of the fer_core code and of a local source folder's listing, set by
+            `fer pipeline run`: changed code or a changed folder is ingested again, not taken from the cache.
         data_config: params.yaml's data section (image size, val split, decode limits); ingest, class weights, train.
         validate_config: The validate section (Great Expectations thresholds); validate.
         weights_config: The weights section (scheme, beta, max_weight); class weights, train.

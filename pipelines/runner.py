@@ -49,14 +49,21 @@ def local_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
 
 
 def source_fingerprint(source: str) -> str:
-    """A digest of a local folder's listing (relative names, sizes, modification times), the ingest
-    step's cache key for what a path alone cannot say; "" for anything else (s3://, a DVC revision)."""
+    """The ingest step's cache key for what its arguments alone cannot say: a digest of the fer_core code
+    (a changed ingest or validation must not reuse old results) and, for a local folder, of its listing
+    (relative names, sizes, modification times)."""
     import hashlib
 
+    import fer_core
+
+    digest = hashlib.sha256()
+    package = Path(fer_core.__file__).parent
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".txt", ".properties") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     root = Path(source) if source and "://" not in source else None
     if root is None or not root.is_dir():
-        return ""
-    digest = hashlib.sha256()
+        return digest.hexdigest()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
@@ -64,6 +71,27 @@ def source_fingerprint(source: str) -> str:
             stat = path.stat()
             digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def resolve_revision(repo: str, rev: str) -> str:
+    """REV (empty = HEAD; a branch, tag or commit) of the git repo REPO (a path or URL) as a commit id;
+    REV unchanged when git cannot tell (the ingest step then reports the problem)."""
+    import re
+    import subprocess
+
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        return rev
+    wanted = rev or "HEAD"
+    if Path(repo).is_dir():
+        command = ["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}"]
+    else:
+        command = ["git", "ls-remote", repo, wanted]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return rev
+    first = done.stdout.split()[0] if done.returncode == 0 and done.stdout.split() else ""
+    return first if re.fullmatch(r"[0-9a-f]{40}", first) else rev
 
 
 def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None = None, *,
@@ -80,8 +108,10 @@ def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None
     warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom or non-Python")
     root = Path(pipeline_root or fer_home() / "pipeline_root").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if arguments.get("source") and not arguments.get("source_fingerprint"):
-        arguments = {**arguments, "source_fingerprint": source_fingerprint(str(arguments["source"]))}
+    if not arguments.get("source_fingerprint"):
+        arguments = {**arguments, "source_fingerprint": source_fingerprint(str(arguments.get("source") or ""))}
+    if arguments.get("dvc_repo"):   # a branch, a tag or HEAD moves: the cache is keyed on the commit
+        arguments = {**arguments, "dvc_rev": resolve_revision(str(arguments["dvc_repo"]), str(arguments.get("dvc_rev") or ""))}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True,
                enable_caching=cache)
     with _cache_hits_shown():
@@ -120,14 +150,15 @@ def _cache_hits_shown() -> Iterator[None]:
 
 def submit(host: str, arguments: dict[str, Any], *, package: str | os.PathLike, experiment: str = "fer",
            run_name: str | None = None, namespace: str | None = None, existing_token: str | None = None,
-           service_account: str | None = cluster.PIPELINE_SERVICE_ACCOUNT) -> dict[str, str]:
-    """Compile to PACKAGE and create a run on the KFP host; returns run id and URL."""
+           service_account: str | None = cluster.PIPELINE_SERVICE_ACCOUNT, cache: bool = True) -> dict[str, str]:
+    """Compile to PACKAGE and create a run on the KFP host; returns run id and URL. `cache=False` runs
+    every step afresh (KFP's enable_caching=False), e.g. after the objects under an S3 prefix changed."""
     import kfp
 
     compile_pipeline(package)
     client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
     result = client.create_run_from_pipeline_package(
         str(package), arguments=arguments, run_name=run_name or f"{PIPELINE_NAME}", experiment_name=experiment,
-        namespace=namespace, service_account=service_account)
+        namespace=namespace, service_account=service_account, enable_caching=None if cache else False)
     run_id = result.run_id
     return {"run_id": run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run_id}"}

@@ -10,7 +10,7 @@ RUNNER_OUTPUT = (
     "12:00:00.000 - INFO - Executing task \x1b[96m'train'\x1b[0m\n"
     "12:00:00.001 - INFO - Streamed logs:\n\n"
     "    [KFP Executor 2026-12-02 12:00:00,100 INFO]: Got executor_input:\n"
-    '    {"inputs": {"parameterValues": {"config": {"train": {"epochs": 2}}}}}\n'
+    '    {"inputs": {"parameterValues": {"train_config": {"epochs": 2}}}}\n'
     "    epoch 1:  50%|#####     | 26/52 [00:07<00:07,  3.4it/s, loss=1.9]\r"
     "    epoch 1: 100%|##########| 52/52 [00:15<00:00,  3.4it/s, loss=1.7]\r\n"
     "    [KFP Executor 2026-12-02 12:00:20,000 INFO]: epoch 1/2: train loss 1.7 acc 0.4 | val loss 1.5 acc 0.5 mca 0.4 * (20.0s)\n"

@@ -57,10 +57,22 @@ def test_evaluate_writes_metrics_predictions_and_plots(noisy_run):
 
     noise = metrics["noise"]
     assert noise["num_flipped"] == 6 and noise["num_matched"] == 28
-    # the AUROC agrees with the mean uncertainties it summarises: above 0.5 exactly when flipped labels
-    # are on average the more uncertain (a reversed ranking would break this)
-    higher = noise["mean_uncertainty_flipped"] > noise["mean_uncertainty_clean"]
-    assert noise["auroc"] != 0.5 and (noise["auroc"] > 0.5) == higher, noise
+    # the AUROC is the one of the model's train-split uncertainties against the truth file's flips,
+    # recomputed here from the model, the truth file and sklearn
+    from sklearn.metrics import roc_auc_score
+
+    from fer_core.data.dataset import FERDataset
+    from fer_core.data.prepared import read_truth
+    from fer_core.data.transforms import eval_transform
+    from fer_core.evaluation.evaluate import load_best_model
+
+    model, meta = load_best_model(run)
+    train_set = FERDataset(data, "train", eval_transform(int(meta["image_size"])))
+    with torch.no_grad():
+        _, uncertainty = model.predict(torch.stack([train_set[i][0] for i in range(len(train_set))]))
+    truth = read_truth(data / "synth_truth.csv")
+    flags = [truth[row.source_id].flipped for row in train_set.rows]
+    assert noise["auroc"] == pytest.approx(roc_auc_score(flags, uncertainty.numpy()), abs=1e-6)
 
     assert len(metrics["plots"]) == 4
     for relative in metrics["plots"]:
@@ -109,6 +121,7 @@ def test_truth_file_matches_source_ids_with_or_without_extension(tmp_path):
         read_truth(path)
 
 
+@pytest.mark.integration  # an MLflow store
 def test_cli_train_logs_to_mlflow_when_tracking_is_on(tiny_data, tmp_path, monkeypatch):
     """`fer train` (what `dvc repro` runs) tracks like the pipeline's train step once a tracking URI is
     set: one finished run with the config as params, the data version and the run files."""
@@ -126,3 +139,16 @@ def test_cli_train_logs_to_mlflow_when_tracking_is_on(tiny_data, tmp_path, monke
     assert run.data.tags["mlflow.source.name"] == "fer train"
     assert MlflowClient(uri).get_experiment(run.info.experiment_id).name == "fer"
     assert {"history.json", "meta.json", "weights.json"} <= {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+
+    # `fer evaluate` logs to the run the training recorded, on the server it recorded, whatever the
+    # environment says now
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tmp_path / "run"), "--data", str(tiny_data), *sets])
+    assert result.exit_code == 0, result.output
+    assert "test_mean_class_accuracy" in MlflowClient(uri).get_run(run_id).data.metrics
+    # an untracked training into the same folder forgets that run: a later evaluation does not log to it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"),
+                                      "--no-resume", *sets])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "mlflow_run.json").exists()
