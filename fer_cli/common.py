@@ -28,9 +28,19 @@ def config_options(func):
     return wrapper
 
 
+def with_shortcuts(config: Config, shortcuts: dict[str, object]) -> Config:
+    """CONFIG with the values of shortcut options (`--epochs` for train.epochs, ...) that were given
+    (None = not given); a value out of range is a usage error, like a bad --set."""
+    given = {key: value for key, value in shortcuts.items() if value is not None}
+    try:
+        return config.override(given) if given else config
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def fail(message: str, code: int = 1) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(code)
 
 
-__all__ = ["Config", "config_options", "fail"]
+__all__ = ["Config", "config_options", "fail", "with_shortcuts"]

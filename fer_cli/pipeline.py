@@ -7,7 +7,7 @@ import time
 
 import click
 
-from fer_cli.common import config_options, fail
+from fer_cli.common import config_options, fail, with_shortcuts
 
 from fer_core.data.formats import READERS
 
@@ -55,12 +55,7 @@ def data_options(func):
 
 def _with_registry(config, model_name, floor):
     """--model-name/--floor are shortcuts for the registry section: one carrier for each value."""
-    overrides = {key: value for key, value in (("registry.model_name", model_name), ("registry.floor", floor))
-                 if value is not None}
-    try:
-        return config.override(overrides) if overrides else config
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    return with_shortcuts(config, {"registry.model_name": model_name, "registry.floor": floor})
 
 
 def _data_arguments(source, dvc_repo, dvc_rev, dvc_path, *, local: bool) -> dict:

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from fer_cli.common import config_options, fail
+from fer_cli.common import config_options, fail, with_shortcuts
 
 
 def _log_to_console() -> None:
@@ -42,12 +42,7 @@ def train(data_dir, run_dir, epochs, image_size, no_resume, weights_file, experi
     from fer_core.steps import train_step
     from fer_core.training.engine import BEST_METRIC
 
-    overrides = {key: value for key, value in (("train.epochs", epochs), ("train.image_size", image_size))
-                 if value is not None}
-    try:
-        config = config.override(overrides) if overrides else config
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = with_shortcuts(config, {"train.epochs": epochs, "train.image_size": image_size})
     _log_to_console()
     try:
         # the pipeline's train step; tracked when MLFLOW_TRACKING_URI is set or --experiment given

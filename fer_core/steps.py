@@ -68,8 +68,7 @@ def ingest_step(out_dir: str | Path, config: Config, *, source: str = "", fmt: s
         truth = Path(raw) / prepared.TRUTH
         if not raw.startswith("s3://") and truth.is_file():
             shutil.copyfile(truth, out / prepared.TRUTH)
-    # the content's digest, not the folder's absolute path: the same data gives the same bytes anywhere
-    version.update({key: value for key, value in prepared.dataset_version(out).items() if key != "path"})
+    version.update(prepared.dataset_version(out))
     write_json(out / prepared.DATA_VERSION, version)
     summary["data_version"] = version
     return summary

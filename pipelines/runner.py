@@ -73,27 +73,6 @@ def source_fingerprint(source: str) -> str:
     return digest.hexdigest()
 
 
-def resolve_revision(repo: str, rev: str) -> str:
-    """REV (empty = HEAD; a branch, tag or commit) of the git repo REPO (a path or URL) as a commit id;
-    REV unchanged when git cannot tell (the ingest step then reports the problem)."""
-    import re
-    import subprocess
-
-    if re.fullmatch(r"[0-9a-f]{40}", rev):
-        return rev
-    wanted = rev or "HEAD"
-    if Path(repo).is_dir():
-        command = ["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}"]
-    else:
-        command = ["git", "ls-remote", repo, wanted]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return rev
-    first = done.stdout.split()[0] if done.returncode == 0 and done.stdout.split() else ""
-    return first if re.fullmatch(r"[0-9a-f]{40}", first) else rev
-
-
 def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None = None, *,
               cache: bool = True) -> Path:
     """Run the whole DAG with `kfp.local.SubprocessRunner(use_venv=False)`: every component is a
@@ -111,7 +90,10 @@ def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None
     if not arguments.get("source_fingerprint"):
         arguments = {**arguments, "source_fingerprint": source_fingerprint(str(arguments.get("source") or ""))}
     if arguments.get("dvc_repo"):   # a branch, a tag or HEAD moves: the cache is keyed on the commit
-        arguments = {**arguments, "dvc_rev": resolve_revision(str(arguments["dvc_repo"]), str(arguments.get("dvc_rev") or ""))}
+        from fer_core.versioning import resolve_revision
+
+        arguments = {**arguments, "dvc_rev": resolve_revision(str(arguments["dvc_repo"]),
+                                                              str(arguments.get("dvc_rev") or ""))}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True,
                enable_caching=cache)
     with _cache_hits_shown():

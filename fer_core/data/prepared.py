@@ -149,15 +149,16 @@ def file_sha256(path: str | Path) -> str:
 
 
 def dataset_version(data_dir: str | Path) -> dict[str, Any]:
-    """{path, manifest_sha256, rows, splits: {split: rows}}: the manifest's sha256 (it lists every image's
-    sha256) is the one digest MLflow runs, DVC versions and reports quote."""
+    """{manifest_sha256, rows, splits: {split: rows}}: the manifest's sha256 (it lists every image's
+    sha256) is the one digest MLflow runs, DVC versions and reports quote. Nothing of where the folder
+    is: the same data gives the same version anywhere."""
     data_dir = Path(data_dir).resolve()
     manifest = manifest_path(data_dir)
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest} missing: {data_dir} is not a prepared dataset "
                                 "(run `fer data ingest` first)")
     splits = Counter(row.split for row in read_manifest(data_dir))
-    return {"path": str(data_dir), "manifest_sha256": file_sha256(manifest), "rows": sum(splits.values()),
+    return {"manifest_sha256": file_sha256(manifest), "rows": sum(splits.values()),
             "splits": dict(sorted(splits.items()))}
 
 

@@ -308,8 +308,8 @@ def newest_version_summary(model_name: str, tracking_uri: str) -> dict:
     version = client.get_model_version(model_name, versions[0].version)  # search results carry no aliases
     run = client.get_run(version.run_id)
     try:
-        champion = client.get_model_version_by_alias(model_name, "champion").version
-    except Exception:  # noqa: BLE001 - no champion yet
+        champion = client.get_model_version_by_alias(model_name, CHAMPION).version
+    except MlflowException:  # no champion yet
         champion = None
     return {"model_name": model_name, "registered_version": version.version, "champion_version": champion,
             "aliases": list(version.aliases), "gate": version.tags.get("gate.reason", ""),

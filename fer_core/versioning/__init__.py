@@ -10,7 +10,7 @@ Importing this package does not import DVC.
 
 from fer_core.data.prepared import dataset_version, file_sha256
 from fer_core.versioning.dvc_repo import (DEFAULT_REMOTE, DatasetNotFoundError, DataVersion, VersioningError,
-                                          add_and_push, fetch_dataset, init_repo)
+                                          add_and_push, fetch_dataset, init_repo, resolve_revision)
 
 __all__ = ["DEFAULT_REMOTE", "DataVersion", "DatasetNotFoundError", "VersioningError", "add_and_push",
-           "dataset_version", "fetch_dataset", "file_sha256", "init_repo"]
+           "dataset_version", "fetch_dataset", "file_sha256", "init_repo", "resolve_revision"]

@@ -48,6 +48,25 @@ def _git(repo_dir: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+def resolve_revision(repo: str | Path, rev: str) -> str:
+    """REV (empty = HEAD; a branch, tag or commit) of the git repo REPO (a folder or URL) as its commit
+    id, without fetching the data: what pins a dataset version (a pipeline's cache key); REV unchanged
+    when git cannot tell (`fetch_dataset` then reports the problem)."""
+    if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev):
+        return rev
+    wanted = rev or "HEAD"
+    try:
+        if Path(repo).is_dir():
+            found = _git(Path(repo), "rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}")
+        else:  # a URL: ask the remote, no clone
+            result = subprocess.run(["git", "ls-remote", str(repo), wanted], capture_output=True, text=True,
+                                    timeout=60, check=False)
+            found = result.stdout.split()[0] if result.returncode == 0 and result.stdout.split() else ""
+    except (VersioningError, OSError, subprocess.TimeoutExpired):
+        return rev
+    return found if len(found) == 40 else rev
+
+
 def _remote_config(remote_url: str, endpoint_url: str | None) -> dict[str, str]:
     if remote_url.startswith("s3://"):
         config = {"url": remote_url}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from pipelines.runner import resolve_revision, source_fingerprint
+from fer_core.versioning import resolve_revision
+from pipelines.runner import source_fingerprint
 from tests.versioning.conftest import git, make_git_repo
 
 
