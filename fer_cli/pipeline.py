@@ -14,6 +14,11 @@ from fer_core.data.formats import READERS
 FORMATS = sorted(READERS)
 
 
+def require_digests_option(func):
+    return click.option("--require-digests", is_flag=True,
+                        help="Refuse to compile when a component image is pinned by tag only (releases).")(func)
+
+
 @click.group()
 def pipeline() -> None:
     """Compile, run locally, or submit the Kubeflow pipeline."""
@@ -22,13 +27,27 @@ def pipeline() -> None:
 @pipeline.command()
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="Where the package goes (YAML).")
+@require_digests_option
 @config_options
-def compile(out_file, config) -> None:  # noqa: A001 - the CLI contract's name
+def compile(out_file, require_digests, config) -> None:  # noqa: A001 - the CLI contract's name
     """Compile the pipeline to a KFP v2 YAML package (GPU, tolerations and secrets included); the
-    config (--params/--set) becomes the package's default parameters."""
+    config (--params/--set) becomes the package's default parameters. Images are pinned by digest
+    where k8s/ pins them (docs/deploy.md); a note names those pinned by tag only."""
     from pipelines.runner import compile_pipeline
 
-    click.echo(f"compiled {compile_pipeline(out_file, config)}")
+    try:
+        click.echo(f"compiled {compile_pipeline(out_file, config, require_digests=require_digests)}")
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    _note_unpinned()
+
+
+def _note_unpinned() -> None:
+    from pipelines.runner import unpinned_images
+
+    if unpinned := unpinned_images():
+        click.echo(f"note: images pinned by tag, not digest: {', '.join(unpinned)} (pin a pushed release in "
+                   "k8s/base/kustomization.yaml, see docs/deploy.md; --require-digests refuses this)", err=True)
 
 
 def data_options(func):
@@ -161,9 +180,10 @@ def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="f
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Let KFP reuse a cacheable step's earlier outputs; --no-cache after the data under an "
                    "s3:// prefix changed.")
+@require_digests_option
 @config_options
 def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, run_name,
-           namespace, token, package_file, cache, config) -> None:
+           namespace, token, package_file, cache, require_digests, config) -> None:
     """Compile and submit the pipeline to a Kubeflow Pipelines host; prints the run id and URL.
 
     The cluster defaults apply (MLflow, MinIO and the model store inside the cluster, see
@@ -176,8 +196,10 @@ def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, m
                                    experiment=experiment, deploy_model=deploy, **data)
     try:
         result = submit_run(host, arguments, package=package_file, experiment=experiment, run_name=run_name,
-                            namespace=namespace, existing_token=token, cache=cache)
+                            namespace=namespace, existing_token=token, cache=cache,
+                            require_digests=require_digests)
     except Exception as exc:  # noqa: BLE001 - the API client raises many kinds; the user needs the message
         fail(f"submitting to {host} failed: {exc}")
+    _note_unpinned()
     click.echo(f"run id: {result['run_id']}")
     click.echo(f"run URL: {result['url']}")

@@ -6,13 +6,64 @@ Tests check that every name here exists in the rendered manifests. Change a name
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 # The component image: every Kubeflow component runs in it (see docker/ and docs/deploy.md).
 IMAGE_REPOSITORY = "ghcr.io/fer-mlops/fer"
+IMAGE_REPOSITORY_GPU = "ghcr.io/fer-mlops/fer-cuda"   # the same Dockerfile, VARIANT=cuda (the train step)
 IMAGE_TAG = "0.1.0"
-COMPONENT_IMAGE = os.environ.get("FER_COMPONENT_IMAGE", f"{IMAGE_REPOSITORY}:{IMAGE_TAG}")
-COMPONENT_IMAGE_GPU = os.environ.get("FER_COMPONENT_IMAGE_GPU", f"{IMAGE_REPOSITORY}:{IMAGE_TAG}-cuda")
 TORCHSERVE_IMAGE = f"{IMAGE_REPOSITORY}-torchserve:{IMAGE_TAG}"
+
+# Digests are pinned where Kubernetes users pin them: the `digest:` of an `images:` entry in the
+# kustomizations (k8s/base for the CPU and TorchServe images, k8s/overlays/gpu for the CUDA one). The
+# compiled pipeline reads the same entries, so the manifests and the pipeline run the same bytes.
+K8S_DIR = Path(os.environ.get("FER_K8S_DIR") or Path(__file__).resolve().parents[1] / "k8s")
+KUSTOMIZATIONS = ("base/kustomization.yaml", "overlays/gpu/kustomization.yaml")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def image_digests(k8s_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """{"REPOSITORY:TAG": "sha256:..."} for every kustomization `images:` entry that carries a digest.
+
+    Empty outside a checkout (the component image has no k8s/ folder: it never compiles). A digest
+    that is not `sha256:` + 64 hex digits is an error naming the file."""
+    import yaml
+
+    root = Path(k8s_dir) if k8s_dir is not None else K8S_DIR
+    digests: dict[str, str] = {}
+    for relative in KUSTOMIZATIONS:
+        path = root / relative
+        if not path.is_file():
+            continue
+        for entry in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("images") or []:
+            digest = entry.get("digest")
+            if not digest:
+                continue
+            if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+                raise ValueError(f"{path}: image {entry.get('name')!r} has digest {digest!r}; expected "
+                                 "sha256: and 64 hex digits (what `docker push` prints)")
+            digests[f"{entry.get('newName') or entry['name']}:{entry.get('newTag', 'latest')}"] = digest
+    return digests
+
+
+def pinned(image: str, digests: dict[str, str] | None = None) -> str:
+    """IMAGE as REPOSITORY:TAG@sha256:... when a kustomization pins its digest, else unchanged."""
+    if "@" in image:
+        return image
+    digest = (image_digests() if digests is None else digests).get(image)
+    return f"{image}@{digest}" if digest else image
+
+
+def component_images() -> tuple[str, str]:
+    """(CPU image, GPU image) the components run in: $FER_COMPONENT_IMAGE / $FER_COMPONENT_IMAGE_GPU
+    when set (another registry), else this release's tags, pinned by digest where k8s/ pins them."""
+    digests = image_digests()
+    return (os.environ.get("FER_COMPONENT_IMAGE") or pinned(f"{IMAGE_REPOSITORY}:{IMAGE_TAG}", digests),
+            os.environ.get("FER_COMPONENT_IMAGE_GPU") or pinned(f"{IMAGE_REPOSITORY_GPU}:{IMAGE_TAG}", digests))
+
+
+COMPONENT_IMAGE, COMPONENT_IMAGE_GPU = component_images()
 
 NAMESPACE = "fer"
 # Secrets (templates in k8s/base/secrets): keys become env vars of the pipeline pods.

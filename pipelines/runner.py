@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -18,9 +19,13 @@ from pipelines.fer_pipeline import PIPELINE_NAME, config_parameters, fer_pipelin
 log = logging.getLogger(__name__)
 
 
-def compile_pipeline(out_file: str | os.PathLike, config: Config | None = None) -> Path:
+def compile_pipeline(out_file: str | os.PathLike, config: Config | None = None, *,
+                     require_digests: bool = False) -> Path:
     """The KFP v2 package (IR YAML with the Kubernetes platform spec) at OUT_FILE; its config section
-    parameters default to `config` (else params.yaml / $FER_PARAMS as `load_config` finds them)."""
+    parameters default to `config` (else params.yaml / $FER_PARAMS as `load_config` finds them).
+
+    `require_digests`: refuse (ValueError naming them) images pinned by tag only; see `unpinned_images`.
+    """
     from kfp import compiler
 
     from fer_core.config import load_config
@@ -28,8 +33,44 @@ def compile_pipeline(out_file: str | os.PathLike, config: Config | None = None) 
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     defaults = pipeline_arguments(config if config is not None else load_config())
+    if require_digests and (unpinned := unpinned_images()):
+        raise ValueError(f"images pinned by tag, not digest: {', '.join(unpinned)}; add each one's "
+                         "`digest: sha256:...` to its entry in k8s/base/kustomization.yaml (CUDA image: "
+                         "k8s/overlays/gpu/kustomization.yaml), see docs/deploy.md")
     compiler.Compiler().compile(fer_pipeline, str(out), pipeline_parameters=defaults)
+    _restore_integers(out, defaults)
     return out
+
+
+def unpinned_images() -> list[str]:
+    """The component images (fer_core.cluster.component_images) that name a tag but no digest."""
+    return sorted({image for image in cluster.component_images() if "@sha256:" not in image})
+
+
+def _restore_integers(package: Path, defaults: dict[str, Any]) -> None:
+    """KFP stores a dict parameter as a protobuf Struct, whose numbers are all doubles, so the package
+    would read `epochs: 60.0`. Write back as integers the values the config holds as integers (the
+    same number to KFP; the config parser turns 60.0 back into 60 either way), in the YAML and in the
+    header comment that lists the inputs."""
+    import yaml
+
+    text = package.read_text(encoding="utf-8")
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    documents = list(yaml.safe_load_all(text[len(header):]))
+    parameters = documents[0]["root"]["inputDefinitions"]["parameters"]
+    for name, value in defaults.items():
+        compiled = parameters.get(name, {}).get("defaultValue")
+        if not (isinstance(value, dict) and isinstance(compiled, dict)):
+            continue
+        for key, number in compiled.items():
+            original = value.get(key)
+            if isinstance(original, int) and not isinstance(original, bool) and number == original:
+                compiled[key] = original
+        header = re.sub(rf"^(#\s+{re.escape(name)}: dict \[Default: ).*\]$",
+                        lambda match: f"{match.group(1)}{dict(sorted(compiled.items()))!r}]", header, flags=re.M)
+    with package.open("w", encoding="utf-8") as handle:
+        handle.write(header)
+        yaml.safe_dump_all(documents, handle, sort_keys=True)
 
 
 def pipeline_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
@@ -132,12 +173,13 @@ def _cache_hits_shown() -> Iterator[None]:
 
 def submit(host: str, arguments: dict[str, Any], *, package: str | os.PathLike, experiment: str = "fer",
            run_name: str | None = None, namespace: str | None = None, existing_token: str | None = None,
-           service_account: str | None = cluster.PIPELINE_SERVICE_ACCOUNT, cache: bool = True) -> dict[str, str]:
+           service_account: str | None = cluster.PIPELINE_SERVICE_ACCOUNT, cache: bool = True,
+           require_digests: bool = False) -> dict[str, str]:
     """Compile to PACKAGE and create a run on the KFP host; returns run id and URL. `cache=False` runs
     every step afresh (KFP's enable_caching=False), e.g. after the objects under an S3 prefix changed."""
     import kfp
 
-    compile_pipeline(package)
+    compile_pipeline(package, require_digests=require_digests)
     client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
     result = client.create_run_from_pipeline_package(
         str(package), arguments=arguments, run_name=run_name or f"{PIPELINE_NAME}", experiment_name=experiment,

@@ -103,7 +103,7 @@ def test_component_dockerfile_builds_cpu_and_cuda_variants():
     assert "ARG VARIANT=cpu" in text and re.search(r"cuda\)\s+torch_index=https://download.pytorch.org/whl/cu", text)
     # The documented build commands produce exactly the image names the pipeline uses.
     assert f"-t {cluster.IMAGE_REPOSITORY}:{cluster.IMAGE_TAG} ." in text
-    assert f"-t {cluster.IMAGE_REPOSITORY}:{cluster.IMAGE_TAG}-cuda ." in text
+    assert f"-t {cluster.IMAGE_REPOSITORY_GPU}:{cluster.IMAGE_TAG} ." in text
     assert f"-t {cluster.TORCHSERVE_IMAGE} ." in (REPO / "docker" / "Dockerfile.torchserve").read_text(encoding="utf-8")
 
 

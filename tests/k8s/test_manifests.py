@@ -21,7 +21,7 @@ from tests.k8s.manifests import (K8S, SECRETS, TARGETS, containers, find, needs_
 pytestmark = needs_kubectl
 VALIDATOR = Path(sys.executable).parent / "kubernetes-validate"
 COMPONENT_IMAGE = f"{cluster.IMAGE_REPOSITORY}:{cluster.IMAGE_TAG}"        # cluster.py defaults, not env
-COMPONENT_IMAGE_GPU = f"{cluster.IMAGE_REPOSITORY}:{cluster.IMAGE_TAG}-cuda"
+COMPONENT_IMAGE_GPU = f"{cluster.IMAGE_REPOSITORY_GPU}:{cluster.IMAGE_TAG}"
 LONG_RUNNING = ("Deployment", "StatefulSet", "DaemonSet")
 
 

@@ -3,6 +3,9 @@ tasks, the project image everywhere, and nothing installed at run time."""
 
 from __future__ import annotations
 
+import ast
+import re
+
 import yaml
 from click.testing import CliRunner
 
@@ -166,3 +169,34 @@ def test_each_step_gets_only_the_config_sections_it_reads(tmp_path):
                         "train": {"data_config", "model_config", "train_config", "weights_config", "evaluate_config"},
                         "evaluate": {"train_config", "evaluate_config"}, "register": {"registry_config"},
                         "deploy": {"registry_config", "serve_config"}}, sections
+
+
+def test_integer_settings_stay_integers_in_the_package(tmp_path):
+    """KFP keeps a dict parameter as a protobuf Struct (doubles); the package still reads `epochs: 60`,
+    its header too, and the defaults parse back to the same config."""
+    from fer_core.config import from_dict, load_config
+
+    out = tmp_path / "pipeline.yaml"
+    result = CliRunner().invoke(cli, ["pipeline", "compile", "--out", str(out), "--set", "train.epochs=5"])
+    assert result.exit_code == 0, result.output
+    pipeline_spec, _ = list(yaml.safe_load_all(out.read_text()))
+    params = pipeline_spec["root"]["inputDefinitions"]["parameters"]
+    train = params["train_config"]["defaultValue"]
+    assert train["epochs"] == 5 and type(train["epochs"]) is int
+    assert type(train["batch_size"]) is int and type(train["lr"]) is float and train["deterministic"] is True
+    assert type(params["serve_config"]["defaultValue"]["inference_port"]) is int
+    header = out.read_text().split("components:", 1)[0]
+    listed = {match.group(1): ast.literal_eval(match.group(2))
+              for match in re.finditer(r"^#\s+(\w+_config): dict \[Default: (\{.*\})\]$", header, flags=re.M)}
+    assert listed["train_config"] == train and set(listed) == {name for name in params if name.endswith("_config")}
+    for name, listed_values in listed.items():           # the header's values have the package's types
+        assert {key: type(value) for key, value in listed_values.items()} == \
+            {key: type(value) for key, value in params[name]["defaultValue"].items()}, name
+    sections = {name[: -len("_config")]: spec["defaultValue"] for name, spec in params.items()
+                if name.endswith("_config")}
+    expected = load_config().override(["train.epochs=5"])
+    assert from_dict(sections).to_dict() == {**expected.to_dict(), "synth": from_dict({}).to_dict()["synth"]}
+    # the rewritten package is still one KFP reads
+    from kfp.components import load_component_from_file
+
+    assert load_component_from_file(str(out)).name == "fer-train-and-serve"
