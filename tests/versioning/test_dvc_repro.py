@@ -93,3 +93,32 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     page = (repo / "plots_html" / "index.html").read_text(encoding="utf-8")
     drawn = list((repo / "runs/train/plots").glob("*.png")) + list((repo / "reports").glob("*.png"))
     assert page.count("<img") == len(drawn) == 6, page.count("<img")
+
+
+def _doc_block(heading: str) -> str:
+    """The first bash block after HEADING in docs/data-versioning.md, as a user would paste it."""
+    text = (ROOT / "docs" / "data-versioning.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_documented_first_look_runs_as_written_in_a_clone(tmp_path):
+    """docs/data-versioning.md's `dvc exp run` block, line for line, in a git clone of this repo whose
+    .venv is this test's environment: every stage runs and the metrics, plots and experiment table show."""
+    block = _doc_block("## 3. `dvc repro`")
+    assert "dvc exp run" in block and "dvc metrics show" in block
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
+    (clone / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    env = {key: value for key, value in _dvc_env().items() if key not in ("VIRTUAL_ENV", "MLFLOW_TRACKING_URI")}
+    env.update(COLUMNS="200", FER_HOME=str(tmp_path / "home"))
+    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block], cwd=clone, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in result.stdout, stage
+    assert "runs/train/scores.json" in result.stdout and "mean_class_accuracy" in result.stdout  # metrics show
+    assert (clone / "dvc_plots" / "index.html").is_file()                                        # plots show
+    table = result.stdout.split("dvc_plots", 1)[1]                                               # exp show
+    assert "train.max_steps_per_epoch" in table and "fer_core/" not in table
