@@ -4,8 +4,13 @@ REST API records what the real client sends (no cluster runs here)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -31,6 +36,8 @@ class _KFP(BaseHTTPRequestHandler):
             self._send({"multi_user": False})
         elif self.path.startswith("/apis/v2beta1/experiments"):
             self._send({"experiments": [], "total_size": 0})
+        elif self.path.startswith("/apis/v2beta1/runs/run-456"):
+            self._send({"run_id": "run-456", "state": "SUCCEEDED", "experiment_id": "exp-123"})
         else:
             self._send({"error": "not found"}, 404)
 
@@ -100,3 +107,42 @@ def test_submit_to_an_unreachable_host_fails_clearly(tmp_path):
                                       "--package", str(tmp_path / "p.yaml")])
     assert result.exit_code == 1
     assert "submitting to http://127.0.0.1:9 failed" in result.output
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC_HOST = "https://kfp.example.com"
+
+
+def _doc_blocks(language: str) -> list[str]:
+    text = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split(f"```{language}\n")[1:]]
+
+
+def test_the_documented_compile_and_submit_commands_run_as_written(kfp_host, tmp_path):
+    """docs/pipeline.md's compile + submit block, typed in a checkout (only the host differs)."""
+    host, requests = kfp_host
+    block = next(block for block in _doc_blocks("bash") if "fer pipeline submit" in block)
+    assert DOC_HOST in block
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    env = {key: value for key, value in os.environ.items() if key != "FER_PARAMS"}
+    result = subprocess.run(["bash", "-e", "-c", block.replace(DOC_HOST, host)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "fer-pipeline.yaml").is_file() and "run id: run-456" in result.stdout
+    run = next(body for method, path, body in requests if method == "POST" and path == "/apis/v2beta1/runs")
+    assert run["display_name"] == "rafdb-v3" and run["runtime_config"]["parameters"]["train_config"]["epochs"] == 60
+
+
+def test_the_documented_kfp_client_snippet_runs_as_written(kfp_host, monkeypatch):
+    """docs/pipeline.md's `kfp.Client` example, from the repository root (only the host differs)."""
+    host, requests = kfp_host
+    snippet = next(block for block in _doc_blocks("python") if "create_run_from_pipeline_func" in block)
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(compile(snippet.replace(DOC_HOST, host), "docs/pipeline.md", "exec"), namespace)  # noqa: S102
+    assert namespace["run"].run_id == "run-456"
+    run = next(body for method, path, body in requests if method == "POST" and path == "/apis/v2beta1/runs")
+    assert run["service_account"] == cluster.PIPELINE_SERVICE_ACCOUNT
+    assert run["runtime_config"]["parameters"]["source"] == "s3://fer-data/rafdb"
+    assert ("GET", "/apis/v2beta1/runs/run-456", None) in requests      # it waited for the run
