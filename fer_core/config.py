@@ -91,6 +91,14 @@ class TrainConfig:
     device: str = "auto"             # auto | cpu | cuda
     checkpoint_every_steps: int = 200  # also write checkpoints/last.pt every N steps (0 = per epoch only)
     cache_images_mb: int = 1024      # decode a split into RAM once when it fits in this many MiB (0 = off)
+    # Speed only (the model's maths stays; a run may resume with other values):
+    data_path: str = "auto"          # cpu: DataLoader workers augment; device: uint8 splits in device memory,
+                                     # augmented per batch there; auto: device on CUDA when they fit device_cache_mb
+    device_cache_mb: int = 8192      # the device path's budget for the uint8 train + val splits
+    compile: bool = False            # torch.compile the backbone and the uncertainty heads
+    compile_mode: str = "default"    # torch.compile mode
+    compile_backend: str = "inductor"
+    sync_every_steps: int = 20       # read the running loss/accuracy on the host every N steps (no sync in between)
 
 
 @dataclass(frozen=True)
@@ -175,12 +183,16 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "model.dropout": (0.0, 0.95), "model.pretrained_key_map": ("", "torchvision"), "model.head_pool": (1, 14),
     "model.stem": ("imagenet", "small", "tiny"),
     "train.epochs": (1, 10_000), "train.batch_size": (2, 65_536), "train.image_size": (16, 1024),
-    "train.lr": (0.0, 10.0), "train.lr_fc": (0.0, 10.0),  # 0 freezes the weights (BN statistics still move) "train.weight_decay": (0.0, 1.0),
+    # lr 0 freezes the weights (BN statistics still move)
+    "train.lr": (0.0, 10.0), "train.lr_fc": (0.0, 10.0), "train.weight_decay": (0.0, 1.0),
     "train.lr_gamma": (0.01, 1.0), "train.seed": (0, None), "train.workers": (0, 256),
     "train.early_stopping_patience": (0, 10_000), "train.erasing_scale_min": (0.0, 1.0),
     "train.erasing_scale_max": (0.0, 1.0), "train.noise_std": (0.0, 10.0), "train.max_steps_per_epoch": (0, None),
     "train.device": ("auto", "cpu", "cuda"), "train.checkpoint_every_steps": (0, None),
     "train.cache_images_mb": (0, 1_048_576), "train.mixing_warmup_epochs": (0, 10_000),
+    "train.data_path": ("auto", "cpu", "device"), "train.device_cache_mb": (0, 1_048_576),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "train.compile_backend": ("inductor", "aot_eager", "eager", "cudagraphs"), "train.sync_every_steps": (1, 100_000),
     "evaluate.split": ("train", "val", "test"), "evaluate.ece_bins": (2, 1000), "evaluate.batch_size": (1, 65_536),
     "registry.floor": (0.0, 1.0),
     "registry.gate_metric": ("val_mean_class_accuracy", "val_accuracy", "val_macro_f1"),

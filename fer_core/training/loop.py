@@ -30,6 +30,15 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def compile_model(model: FERNet, mode: str = "default", backend: str = "inductor") -> None:
+    """torch.compile the backbone and both uncertainty heads in place. `nn.Module.compile` keeps the
+    state_dict's keys, so checkpoints, resume and export see the eager model's; the mixing, the
+    classifier and the loss stay eager (small, and the mixing draws from a generator)."""
+    options = {"mode": mode} if backend == "inductor" else {}   # a mode is inductor's notion
+    for module in (model.backbone, model.mu_head, model.logvar_head):
+        module.compile(backend=backend, **options)
+
+
 def to_device(images: Tensor, targets: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     if device.type == "cuda":
         images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
@@ -64,35 +73,73 @@ def make_loader(dataset: FERDataset, sampler: EpochBatchSampler, workers: int, d
                       pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
 
 
-def train_one_epoch(step_module: nn.Module, model: FERNet, loader: DataLoader, optimizer: torch.optim.Optimizer,
+class StepSums:
+    """An epoch's running train loss and correct count, kept on the device: adding a step's figures
+    costs no host synchronisation; `flush_into` reads them (one sync) into the run state's sums and
+    raises if a loss since the last flush was not finite."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.seen = 0
+
+    def add(self, loss: Tensor, logits: Tensor, targets: Tensor) -> None:
+        batch_size = targets.shape[0]
+        detached = loss.detach()
+        self.finite &= torch.isfinite(detached)
+        self.loss += detached.double() * batch_size
+        self.correct += (logits.argmax(dim=1) == targets).sum()
+        self.seen += batch_size
+
+    def flush_into(self, state: RunState, first_step: int) -> None:
+        if self.seen == 0:
+            return
+        loss, correct, finite = self.loss.item(), int(self.correct.item()), bool(self.finite.item())
+        if not finite:
+            raise FloatingPointError(f"the loss was not finite at epoch {state.epoch + 1}, batches {first_step + 1}-"
+                                     f"{state.batch}; lower train.lr or check the data")
+        state.sums["loss"] += loss
+        state.sums["correct"] += correct
+        state.sums["seen"] += self.seen
+        self.loss.zero_(), self.correct.zero_()
+        self.seen = 0
+
+
+def train_one_epoch(step_module: nn.Module, model: FERNet, loader: Any, optimizer: torch.optim.Optimizer,
                     device: torch.device, mix_generator: torch.Generator, state: RunState,
-                    on_step: Callable[[RunState], Any], progress: bool) -> None:
+                    on_step: Callable[[RunState, bool], Any], progress: bool, sync_every: int = 1) -> None:
     """Train over the loader's remaining batches, updating `state` (batch, global_step, sums) in place.
 
-    `on_step(state)` runs after every optimiser step (checkpointing and callbacks live there).
+    The step's figures stay on the device; every `sync_every` optimiser steps and at the epoch's end
+    they are read into `state.sums` (the only host synchronisation of the loop). `on_step(state, synced)`
+    runs after every optimiser step, `synced` telling whether `state.sums` is current (checkpointing
+    and callbacks live there and act on synced steps).
     """
+    if sync_every < 1:
+        raise ValueError(f"sync_every must be >= 1, got {sync_every}")
     model.train()
-    sums = state.sums
+    sums = StepSums(device)
+    flushed_at = state.batch
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}", leave=False, disable=not progress, mininterval=1.0)
-    for images, targets in bar:
+    remaining = len(loader)
+    for index, (images, targets) in enumerate(bar):
         images, targets = to_device(images, targets, device)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
             out = step_module(images, targets, mix_generator)
         loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {state.epoch + 1}, batch "
-                                     f"{state.batch + 1}; lower train.lr or check the data")
         loss.backward()
         optimizer.step()
-        batch_size = targets.shape[0]
-        sums["loss"] += loss.item() * batch_size
-        sums["correct"] += (out["logits"].argmax(dim=1) == targets).sum().item()
-        sums["seen"] += batch_size
+        sums.add(loss, out["logits"], targets)
         state.batch += 1
         state.global_step += 1
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        on_step(state)
+        synced = state.global_step % sync_every == 0 or index + 1 == remaining
+        if synced:
+            sums.flush_into(state, flushed_at)
+            flushed_at = state.batch
+            bar.set_postfix(loss=f"{state.sums['loss'] / max(state.sums['seen'], 1):.3f}", refresh=False)
+        on_step(state, synced)
 
 
 @torch.no_grad()
@@ -100,16 +147,19 @@ def evaluate_split(model: FERNet, loader: DataLoader, loss_fn: WeightedAddUpLoss
                    num_classes: int, info: D.DistInfo) -> dict[str, float]:
     """Weighted loss, accuracy and mean class accuracy of a split (summed over ranks)."""
     model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    # on the device until the end: one host synchronisation per split, not one per batch
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for images, targets in loader:
         images, targets = to_device(images, targets, device)
         with autocast(device):
             logits = model(images)
         logits = logits.float()
-        loss_sum += loss_fn(logits, targets).item() * targets.shape[0]
-        pairs = (targets.cpu() * num_classes + logits.argmax(dim=1).cpu()).to(torch.int64)
-        confusion += torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+        loss_sum += loss_fn(logits, targets).double() * targets.shape[0]
+        pairs = targets.to(torch.int64) * num_classes + logits.argmax(dim=1)
+        confusion += torch.bincount(pairs, minlength=num_classes**2)
+    confusion = confusion.reshape(num_classes, num_classes).cpu().to(torch.float64)
+    loss_sum = loss_sum.cpu()
     D.all_reduce_sum(confusion, info)
     D.all_reduce_sum(loss_sum, info)
     counts = confusion.numpy().astype(np.int64)

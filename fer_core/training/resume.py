@@ -18,7 +18,8 @@ from fer_core.training.checkpoint import CHECKPOINT_FORMAT
 # Keys a resumed run may change without invalidating its checkpoint (they do not change the maths).
 RESUME_MAY_CHANGE = frozenset({
     "train.epochs", "train.workers", "train.early_stopping_patience", "train.checkpoint_every_steps",
-    "train.cache_images_mb", "train.device",
+    "train.cache_images_mb", "train.device", "train.data_path", "train.device_cache_mb", "train.compile",
+    "train.compile_mode", "train.compile_backend", "train.sync_every_steps",
 })
 
 

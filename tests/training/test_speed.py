@@ -1,0 +1,100 @@
+"""What makes training fast must not change what it computes: a torch.compile'd step agrees with the
+eager one, the loop reads its figures on the host only every few steps yet sums them exactly, and a
+non-finite loss still stops training with a message."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fer_core.config import ConfigError
+from fer_core.model import build_model
+from fer_core.training.loop import StepSums, TrainStep, compile_model, train_one_epoch
+from fer_core.training.losses import WeightedAddUpLoss
+from fer_core.training.resume import RunState
+from tests.training.conftest import tiny_config
+
+CPU = torch.device("cpu")
+
+
+def _step_results(model, images, targets, mixing: bool = True):
+    """One mixing step's (loss, {name: grad}). (Not the parameters after Adam: its first update is
+    lr * sign(grad), so a gradient at ~1e-9 flips a weight by 2 lr on rounding alone.)"""
+    loss_fn = WeightedAddUpLoss(torch.tensor([1.0, 2.0, 1.0, 1.0, 3.0, 3.0, 1.5]))
+    step = TrainStep(model, loss_fn, mixing)
+    model.train()
+    out = step(images, targets, torch.Generator().manual_seed(7))
+    out["loss"].backward()
+    return out["loss"].detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_a_compiled_step_agrees_with_the_eager_step(backend):
+    # no dropout: inductor draws its masks from its own generator, so they could not be compared
+    config = tiny_config(**{"model.stem": "small", "train.image_size": 48, "model.dropout": 0.0})
+    torch.manual_seed(0)
+    eager = build_model(config.model, 7)
+    compiled = copy.deepcopy(eager)
+    compile_model(compiled, "default", backend)
+    assert list(compiled.state_dict()) == list(eager.state_dict())   # checkpoints and export unchanged
+    for module in (compiled.backbone, compiled.mu_head, compiled.logvar_head):
+        assert module._compiled_call_impl is not None                # compiled for real
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(8, 3, 48, 48, generator=generator)
+    targets = torch.arange(8) % 7
+    eager_loss, eager_grads = _step_results(eager, images, targets)
+    compiled_loss, compiled_grads = _step_results(compiled, images, targets)
+    assert torch.allclose(compiled_loss, eager_loss, rtol=1e-4, atol=1e-5), (compiled_loss, eager_loss)
+    assert eager_grads.keys() == compiled_grads.keys() and len(eager_grads) > 50
+    for name, grad in eager_grads.items():
+        scale = grad.abs().max().clamp_min(1e-6)
+        assert (compiled_grads[name] - grad).abs().max() <= 2e-3 * scale + 1e-6, name   # (a bias before BN: ~0)
+
+
+def test_the_loop_sums_exactly_while_reading_the_host_every_few_steps():
+    torch.manual_seed(0)
+    config = tiny_config(**{"model.dropout": 0.0})           # train mode, yet deterministic
+    model = build_model(config.model, 7)
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 7, (4,))) for _ in range(7)]
+    loss_fn = WeightedAddUpLoss(torch.ones(7))
+    step = TrainStep(model, loss_fn, False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)   # lr 0: every step sees the same weights
+    state, synced_steps = RunState(), []
+
+    def on_step(current, synced):
+        synced_steps.append(synced)
+        if synced:
+            assert current.sums["seen"] == 4 * current.batch    # current whenever it says so
+
+    train_one_epoch(step, model, batches, optimizer, CPU, torch.Generator(), state, on_step, progress=False,
+                    sync_every=3)
+    assert synced_steps == [False, False, True, False, False, True, True]   # every 3rd step and the last
+    model.train()
+    expected_loss, expected_correct = 0.0, 0
+    with torch.no_grad():
+        for images, targets in batches:                      # train mode, no mixing: what the loop computed
+            logits = model.classify(model.encode(images)[0])
+            expected_loss += float(loss_fn(logits, targets)) * 4
+            expected_correct += int((logits.argmax(1) == targets).sum())
+    assert state.sums["seen"] == 28 and state.batch == 7 and state.global_step == 7
+    assert state.sums["correct"] == expected_correct
+    assert state.sums["loss"] == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_batches():
+    sums = StepSums(CPU)
+    sums.add(torch.tensor(1.0), torch.zeros(2, 7), torch.zeros(2, dtype=torch.long))
+    sums.add(torch.tensor(float("nan")), torch.zeros(2, 7), torch.zeros(2, dtype=torch.long))
+    state = RunState(epoch=2, batch=12)
+    with pytest.raises(FloatingPointError, match=r"not finite at epoch 3, batches 11-12; lower train.lr"):
+        sums.flush_into(state, 10)
+    assert state.sums["seen"] == 0                            # nothing half-added
+
+
+def test_speed_settings_are_range_checked():
+    for key, value in (("train.data_path", "gpu"), ("train.compile_mode", "fast"), ("train.compile_backend", "tvm"),
+                       ("train.sync_every_steps", 0), ("train.weight_decay", 2.0)):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            tiny_config(**{key: value})
