@@ -134,13 +134,14 @@ def measure(call: Callable[[bytes], bool], images: list[bytes], concurrency: int
             failures += not ok
 
     # Warm-up at the same concurrency, so neither side pays one-off costs (JIT, kernel setup per batch
-    # shape, connection set-up) inside the measurement.
+    # shape, connection set-up) inside the measurement. One pool for both: the REST sides keep one
+    # connection per sending thread, and a second pool's new threads would open new connections
+    # inside the measurement (they did, until this was one pool).
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(call, images[: max(16, 4 * concurrency)]))
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
+        start = time.perf_counter()
         list(pool.map(one, images))
-    wall = time.perf_counter() - start
+        wall = time.perf_counter() - start
     ordered = sorted(latencies)
     return {
         "requests": len(images), "failures": failures, "wall_s": round(wall, 3),

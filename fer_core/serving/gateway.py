@@ -418,6 +418,14 @@ class DistinctToken:
         return self.own.accepts(header)
 
 
+class GatewayServer(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog for bursts (http.server's default of 5 let a burst of
+    32 new connections overflow the accept queue, and some clients saw their connection reset)."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 def build_servers(routes: list[Route], tokens: dict[str, ClientToken] | None, keys: TorchServeKeys | None,
                   max_body: int) -> list[ThreadingHTTPServer]:
     """One listener per route, each checking its own kind's token (inference or management); with
@@ -431,8 +439,7 @@ def build_servers(routes: list[Route], tokens: dict[str, ClientToken] | None, ke
             token = tokens[route.kind]
             if route.kind == "management" and "inference" in tokens:
                 token = DistinctToken(token, tokens["inference"])
-        server = ThreadingHTTPServer(route.listen, make_handler(route, token, keys, max_body))
-        server.daemon_threads = True
+        server = GatewayServer(route.listen, make_handler(route, token, keys, max_body))
         servers.append(server)
     return servers
 

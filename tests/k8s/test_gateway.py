@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -55,7 +56,10 @@ def fake_torchserve(key: str) -> ThreadingHTTPServer:
 
         do_GET = do_POST = do_PUT = do_DELETE = _answer
 
-    return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 1024     # TorchServe's (Netty's) backlog is large; http.server's is 5
+
+    return Server(("127.0.0.1", 0), Handler)
 
 
 @pytest.fixture
@@ -360,3 +364,28 @@ def test_ambiguous_framing_is_refused_and_nothing_is_smuggled(stack):
                   + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled)
     assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1 ") == 1, answer
 
+
+
+def test_a_burst_of_new_connections_is_accepted(stack):
+    """64 clients connecting at the same instant all get answers: the listen backlog is sized for bursts
+    (http.server's default of 5 overflowed at 32 and some connections were reset)."""
+    urls, _ = stack
+    gateway = load_gateway()
+    assert gateway.GatewayServer.request_queue_size >= 128
+    barrier = threading.Barrier(64)
+
+    def one(_):
+        with socket.create_connection(("127.0.0.1", int(urls["inference"].rsplit(":", 1)[1])), timeout=30) as sock:
+            barrier.wait(timeout=30)
+            sock.sendall(b"POST /predictions/fer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer client-secret-token\r\n"
+                         b"Content-Length: 3\r\nConnection: close\r\n\r\nimg")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+            return reply.split(b"\r\n", 1)[0]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(one, range(64)))
+    assert statuses == [b"HTTP/1.1 200 OK"] * 64, set(statuses)
