@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fer_core.config import Config
 from fer_core.data.dataset import EpochBatchSampler, FERDataset
+from fer_core.data.device_data import DeviceAugment, DeviceBatchLoader, DeviceImageCache, fits_on_device
 from fer_core.data.prepared import MANIFEST, train_counts
 from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_from_config
 from fer_core.io import remove_stale_temps, write_json
@@ -194,8 +195,17 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         # without mixing the logvar head gets no gradient: DDP must be told some parameters may be unused
         step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None,
                                               find_unused_parameters=not config.model.mixing or cfg.mixing_warmup_epochs > 0)
-    train_loader = make_loader(train_set, train_sampler, cfg.workers, device, cfg.seed)
-    val_loader = make_loader(val_set, val_sampler, cfg.workers, device, cfg.seed)
+    data_path, reason = choose_data_path(cfg, device, train_set, val_set)
+    if info.is_main:
+        logger.info("data path: %s (%s)", data_path, reason)
+    if data_path == "device":
+        train_loader = DeviceBatchLoader(DeviceImageCache(train_set, device), train_sampler,
+                                         DeviceAugment.from_config(cfg, train=True))
+        val_loader = DeviceBatchLoader(DeviceImageCache(val_set, device), val_sampler,
+                                       DeviceAugment.from_config(cfg, train=False))
+    else:
+        train_loader = make_loader(train_set, train_sampler, cfg.workers, device, cfg.seed)
+        val_loader = make_loader(val_set, val_sampler, cfg.workers, device, cfg.seed)
 
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +277,22 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         save_checkpoint()
 
     return _finish(config, run_dir, best_path, state, class_names, class_weights.tolist(), callbacks, info, export)
+
+
+def choose_data_path(cfg: Any, device: torch.device, train_set: FERDataset, val_set: FERDataset) -> tuple[str, str]:
+    """("cpu" | "device", why). `train.data_path` auto takes the device path on CUDA when the uint8 train
+    and val splits fit `train.device_cache_mb`; `device` insists (an error saying why when they do not
+    fit); `cpu` keeps DataLoader workers."""
+    if cfg.data_path == "cpu":
+        return "cpu", "train.data_path is cpu: DataLoader workers decode and augment"
+    fits, reason = fits_on_device([train_set, val_set], cfg.device_cache_mb)
+    if cfg.data_path == "device":
+        if not fits:
+            raise ValueError(f"train.data_path is device, but {reason}; raise train.device_cache_mb or use auto/cpu")
+        return "device", reason
+    if device.type != "cuda":
+        return "cpu", "auto on CPU: DataLoader workers decode and augment"
+    return ("device", reason) if fits else ("cpu", f"auto: {reason}")
 
 
 def _resume_from(checkpoint_path: Path, config: Config, class_weights: Tensor, model: nn.Module,

@@ -98,3 +98,42 @@ def test_speed_settings_are_range_checked():
                        ("train.sync_every_steps", 0), ("train.weight_decay", 2.0)):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             tiny_config(**{key: value})
+
+
+def test_the_device_data_path_trains_and_resumes_bit_identically(tiny_data, tmp_path, caplog):
+    """train.data_path=device on CPU: the engine takes it (and says why), and a run killed mid-epoch
+    resumes to the same weights, as the CPU path does (tests/training/test_engine.py)."""
+    from fer_core.training.engine import train
+    from tests.training.test_engine import Recorder, _load
+
+    config = tiny_config(**{"train.checkpoint_every_steps": 3, "train.data_path": "device"})
+    with caplog.at_level("INFO", logger="fer_core.training.engine"):
+        whole = train(config, tiny_data, tmp_path / "whole", export=False)
+    assert any("data path: device" in record.getMessage() and "within train.device_cache_mb" in record.getMessage()
+               for record in caplog.records)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tiny_data, tmp_path / "killed", callbacks=[Recorder(kill_after_step=7)], export=False)
+    resumed = train(config, tiny_data, tmp_path / "killed", export=False)
+    a, b = _load(tmp_path / "whole" / "best.pt"), _load(tmp_path / "killed" / "best.pt")
+    assert all(torch.equal(a["state_dict"][key], b["state_dict"][key]) for key in a["state_dict"])
+    strip = lambda history: [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in history]  # noqa: E731
+    assert strip(resumed.history) == strip(whole.history)
+    cpu = train(config.override({"train.data_path": "cpu", "train.epochs": 1}), tiny_data, tmp_path / "cpu",
+                export=False)
+    assert cpu.history[0]["train_loss"] != whole.history[0]["train_loss"]   # another path, other draws
+
+
+def test_auto_keeps_the_cpu_path_without_cuda_and_device_insists_within_its_budget(tiny_data):
+    from fer_core.data.dataset import FERDataset
+    from fer_core.training.engine import choose_data_path
+
+    train_set, val_set = FERDataset(tiny_data, "train"), FERDataset(tiny_data, "val")
+    auto = tiny_config().train
+    assert choose_data_path(auto, CPU, train_set, val_set)[0] == "cpu"
+    assert choose_data_path(auto, torch.device("cuda"), train_set, val_set)[0] == "device"   # decided, not run
+    small = tiny_config(**{"train.device_cache_mb": 0}).train
+    path, reason = choose_data_path(small, torch.device("cuda"), train_set, val_set)
+    assert path == "cpu" and "over train.device_cache_mb" in reason
+    with pytest.raises(ValueError, match="train.data_path is device, but .* over train.device_cache_mb"):
+        choose_data_path(tiny_config(**{"train.data_path": "device", "train.device_cache_mb": 0}).train, CPU,
+                         train_set, val_set)
