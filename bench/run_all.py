@@ -20,6 +20,7 @@ BENCHES = {
     "ingest": ["bench/bench_ingest.py"],
     "validate": ["bench/bench_validate.py"],
     "train": ["bench/bench_train.py"],
+    "gpu": ["bench/bench_gpu.py"],
     "serve": ["bench/bench_serve.py"],
     "pipeline": ["bench/bench_pipeline.py"],
     "decode16": ["bench/bench_decode16.py"],

@@ -86,6 +86,16 @@ class DeviceImageCache:
         self.labels = torch.as_tensor(dataset.labels, dtype=torch.int64).to(device)
         self.device = device
 
+    @classmethod
+    def from_tensors(cls, images: Tensor, labels: Tensor) -> "DeviceImageCache":
+        """A cache of images already decoded (uint8 [N,3,H,W]) and their labels, on their device."""
+        if images.dtype != torch.uint8 or images.dim() != 4 or labels.shape != (images.shape[0],):
+            raise ValueError(f"expected uint8 [N,3,H,W] images and [N] labels, got {images.dtype} "
+                             f"{tuple(images.shape)} and {tuple(labels.shape)}")
+        cache = cls.__new__(cls)
+        cache.images, cache.labels, cache.device = images, labels.to(images.device, torch.int64), images.device
+        return cache
+
     def __len__(self) -> int:
         return self.images.shape[0]
 
