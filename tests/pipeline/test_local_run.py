@@ -160,6 +160,51 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"  # promoted to 2, rolled back
     assert client.get_model_version(MODEL, "2").tags.get("gate.manual")  # the hand promotion was recorded
 
+    _run_the_serving_docs_block(tmp_path)
+
+
+def _run_the_serving_docs_block(tmp_path: Path) -> None:
+    """docs/serving.md's "Operating it" block, typed in a folder whose .fer is this test's home, against
+    the registry above: package the champion, start TorchServe, status, deploy another version, stop.
+    As written but for the model name and the deployed version (version 2, packaged first); free ports
+    come from $FER_PARAMS so a server already running on 8080 is left alone."""
+    import yaml
+
+    from fer_core.config import load_config
+    from tests.conftest import free_port
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
+    block = re.search(r"## Operating it\s*```bash\n(.*?)```", doc, re.S).group(1)
+    assert "fer serve deploy .fer/model_store/fer-4.mar" in block
+    block = block.replace("fer-cbam-resnet", MODEL).replace("fer-4.mar", "fer-2.mar")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / ".fer").symlink_to(Path(os.environ["FER_HOME"]), target_is_directory=True)
+    params = load_config().to_dict()
+    params["serve"].update({key: free_port() for key in ("inference_port", "management_port", "metrics_port",
+                                                         "grpc_inference_port", "grpc_management_port")})
+    (user / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    env = {**os.environ, "FER_PARAMS": str(user / "params.yaml"), "MLFLOW_TRACKING_URI": default_tracking_uri(),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    fer = [str(Path(sys.executable).parent / "fer")]
+    subprocess.run([*fer, "serve", "package", "--model-uri", f"models:/{MODEL}/2"], cwd=user, env=env, check=True,
+                   capture_output=True, timeout=300)
+    try:
+        done = subprocess.run(["bash", "-e", "-c", block], cwd=user, env=env, capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        subprocess.run([*fer, "serve", "stop"], cwd=user, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (user / ".fer" / "model_store" / "fer-1.mar").is_file()          # the champion, packaged
+    decoder, answers, text = json.JSONDecoder(), [], done.stdout
+    for start in [match.start() for match in re.finditer(r"^\{", text, re.M)]:
+        answers.append(decoder.raw_decode(text, start)[0])
+    packaged, started, status, deployed = answers                           # one JSON answer per command
+    assert packaged["mar"].endswith("fer-1.mar") and started["started"] is True
+    assert status["running"] is True
+    assert deployed["model_version"] == "2" and deployed["mar"].endswith("fer-2.mar"), deployed
+    assert done.stdout.rstrip().endswith("stopped")
+
 
 def test_invalid_data_stops_at_validate_with_the_report(tmp_path):
     # the test split lacks "fear" and "anger": a critical validation failure
