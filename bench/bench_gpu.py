@@ -208,8 +208,34 @@ def measure_epochs(cache: DeviceImageCache, config: Config, device: torch.device
         _sync(device)
         seconds.append(time.perf_counter() - started)
         state.batch = 0
-    return {"epochs": epochs, "seconds": round(sum(seconds), 2), "epoch_seconds": [round(s, 3) for s in seconds],
-            "images": len(cache), "final_train_loss": round(state.sums["loss"] / max(state.sums["seen"], 1), 4)}
+    result = {"epochs": epochs, "seconds": round(sum(seconds), 2), "epoch_seconds": [round(s, 3) for s in seconds],
+              "images": len(cache), "final_train_loss": round(state.sums["loss"] / max(state.sums["seen"], 1), 4)}
+    if device.type == "cuda":
+        result["host_syncs_per_epoch"] = count_host_syncs(step, optimizer, loader, device, mix, config)
+    return result
+
+
+def count_host_syncs(step: TrainStep, optimizer: torch.optim.Optimizer, loader: DeviceBatchLoader,
+                     device: torch.device, mix: torch.Generator, config: Config) -> dict:
+    """One more epoch under CUDA's sync debug mode: every operation that makes the host wait for the
+    device warns. Expected: one read per train.sync_every_steps steps (and the epoch's last)."""
+    import warnings
+
+    loader.sampler.set_epoch(10_000)
+    loader.sampler.set_start(0)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_one_epoch(step, step.model, loader, optimizer, device, mix, RunState(), lambda *_: None,
+                            progress=False, sync_every=config.train.sync_every_steps)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(item.message) for item in caught if "synchroniz" in str(item.message).lower()]
+    batches = len(loader)
+    return {"batches": batches, "syncs": len(syncs),
+            "expected_at_most": -(-batches // config.train.sync_every_steps) + 1,   # one read per flush
+            "first": sorted(set(syncs))[:5]}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -38,6 +38,15 @@ ERASING_ATTEMPTS = 10          # torchvision RandomErasing.get_params tries this
 FLIP_P = ERASING_P = 0.5
 
 
+def to_device_async(tensor: Tensor, device: torch.device) -> Tensor:
+    """A small CPU tensor onto DEVICE without making the host wait: a copy from ordinary (pageable)
+    memory to a GPU returns only once the GPU has run everything queued before it, a hidden
+    synchronisation per step; from pinned memory it is queued like a kernel."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def split_bytes(dataset: FERDataset) -> tuple[int | None, str]:
     """(bytes of the split as uint8, "") or (None, why it cannot be held as one tensor)."""
     sizes = {(row.width, row.height) for row in dataset.rows}
@@ -187,7 +196,8 @@ class DeviceBatchLoader:
         device = self.cache.device
         for keys in self.sampler:
             seeded = bool(keys) and isinstance(keys[0], tuple)
-            indices = torch.as_tensor([key[0] for key in keys] if seeded else keys, dtype=torch.int64).to(device)
+            indices = to_device_async(torch.as_tensor([key[0] for key in keys] if seeded else keys,
+                                                      dtype=torch.int64), device)
             generator = None
             if seeded and self.augment.train:
                 generator = torch.Generator(device=device).manual_seed(int(keys[0][1]) % 2**63)
@@ -195,4 +205,5 @@ class DeviceBatchLoader:
             yield self.augment(images, generator), self.cache.labels.index_select(0, indices)
 
 
-__all__ = ["DeviceAugment", "DeviceBatchLoader", "DeviceImageCache", "fits_on_device", "split_bytes"]
+__all__ = ["DeviceAugment", "DeviceBatchLoader", "DeviceImageCache", "fits_on_device", "split_bytes",
+           "to_device_async"]

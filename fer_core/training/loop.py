@@ -95,7 +95,9 @@ class StepSums:
     def flush_into(self, state: RunState, first_step: int) -> None:
         if self.seen == 0:
             return
-        loss, correct, finite = self.loss.item(), int(self.correct.item()), bool(self.finite.item())
+        # one read (one synchronisation) for the three figures
+        loss, correct, finite = torch.stack([self.loss, self.correct.double(), self.finite.double()]).tolist()
+        correct, finite = int(correct), bool(finite)
         if not finite:
             raise FloatingPointError(f"the loss was not finite at epoch {state.epoch + 1}, batches {first_step + 1}-"
                                      f"{state.batch}; lower train.lr or check the data")

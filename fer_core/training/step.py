@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fer_core.data.device_data import to_device_async
 from fer_core.model import FERNet, uncertainty_from_logvar
 from fer_core.training.losses import WeightedAddUpLoss
 
@@ -40,7 +41,8 @@ def training_step(model: FERNet, images: Tensor, targets: Tensor, loss_fn: Weigh
     uncertainty = uncertainty_from_logvar(logvar)
     if mixing:
         perm_device = generator.device if generator is not None else torch.device("cpu")
-        perm = torch.randperm(images.shape[0], generator=generator, device=perm_device).to(images.device)
+        perm = to_device_async(torch.randperm(images.shape[0], generator=generator, device=perm_device),
+                               images.device)
         z, _ = mix_features(mu, logvar, perm)
         logits = model.classify(z)
         loss = loss_fn(logits, targets, targets[perm])
