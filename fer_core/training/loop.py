@@ -159,7 +159,9 @@ def evaluate_split(model: FERNet, loader: DataLoader, loss_fn: WeightedAddUpLoss
         logits = logits.float()
         loss_sum += loss_fn(logits, targets).double() * targets.shape[0]
         pairs = targets.to(torch.int64) * num_classes + logits.argmax(dim=1)
-        confusion += torch.bincount(pairs, minlength=num_classes**2)
+        # a one-hot sum, not bincount: CUDA's bincount counts with atomics and is flagged as
+        # non-deterministic under train.deterministic (a warning per batch)
+        confusion += torch.nn.functional.one_hot(pairs, num_classes**2).sum(dim=0)
     confusion = confusion.reshape(num_classes, num_classes).cpu().to(torch.float64)
     loss_sum = loss_sum.cpu()
     D.all_reduce_sum(confusion, info)
