@@ -49,6 +49,7 @@ from fer_core.model import build_model  # noqa: E402
 from fer_core.training.class_weights import compute_class_weights  # noqa: E402
 from fer_core.training.loop import TrainStep, autocast, compile_model, train_one_epoch  # noqa: E402
 from fer_core.training.losses import WeightedAddUpLoss  # noqa: E402
+from fer_core.training.engine import adam, make_optimizer  # noqa: E402
 from fer_core.training.resume import RunState  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gpu.json"
@@ -75,17 +76,13 @@ def _memory(device: torch.device, into: dict) -> None:
         into["memory_note"] = "process peak RSS (CPU)"
 
 
-def _optimizer(params, device: torch.device, **kwargs) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, **kwargs, **({"fused": True} if device.type == "cuda" else {}))
-
-
 def plain_step(device: torch.device) -> tuple[Callable, torch.nn.Module]:
     from torchvision.models import resnet18
 
     model = resnet18(num_classes=7).to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(model.parameters(), device, lr=2e-4, weight_decay=1e-4)
+    optimizer = adam(model.parameters(), device, lr=2e-4, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
 
     def run(images: torch.Tensor, targets: torch.Tensor) -> None:
@@ -106,7 +103,7 @@ def full_step(config: Config, device: torch.device, compiled: bool) -> tuple[Cal
         compile_model(model, config.train.compile_mode, config.train.compile_backend)
     weights = compute_class_weights(RAFDB_TRAIN_COUNTS, config.weights.scheme, max_weight=config.weights.max_weight)
     step = TrainStep(model, WeightedAddUpLoss(weights).to(device), mixing=True)
-    optimizer = _optimizer(model.param_groups(config.train.lr, config.train.lr_fc, config.train.weight_decay), device)
+    optimizer = make_optimizer(model, config.train, device)
     generator = torch.Generator().manual_seed(0)
 
     def run(images: torch.Tensor, targets: torch.Tensor) -> None:

@@ -46,12 +46,15 @@ def _now_ms() -> int:
 class MLflowCallback:
     """Log one training run to the MLflow run `run_id`; see the module docstring.
 
-    `log_every_steps` > 0 also logs the running train loss every that many optimiser steps.
+    `log_every_steps` > 0 also logs the running train loss about every that many optimiser steps: the
+    loop reports steps only when it reads its figures (train.sync_every_steps, checkpoints, an epoch's
+    end), so each log lands on the first reported step at or after a multiple of `log_every_steps`.
     """
 
     def __init__(self, run_id: str, *, log_every_steps: int = 0) -> None:
         self.run_id = run_id
         self.log_every_steps = log_every_steps
+        self._logged_period = -1
         self.client = client()
 
     # ------------------------------------------------------------------------------------ helpers
@@ -97,8 +100,10 @@ class MLflowCallback:
         # records where they came from (the class-weights step's file or the weights.* settings)
 
     def on_step_end(self, step: int, metrics: dict[str, float]) -> None:
-        if self.log_every_steps > 0 and step % self.log_every_steps == 0:
-            self._log_metrics(metrics, step)
+        if self.log_every_steps > 0 and step // self.log_every_steps > self._logged_period:
+            self._logged_period = step // self.log_every_steps
+            if self._logged_period > 0:
+                self._log_metrics(metrics, step)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self._log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, epoch)

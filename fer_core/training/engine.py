@@ -22,7 +22,6 @@ up, the epoch loop, best-epoch selection, export).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
@@ -162,10 +161,13 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     class_weights, scheme = _class_weights(config, class_names, counts, weights_file)
     model = build_model(config.model, num_classes)
     loss_fn = WeightedAddUpLoss(class_weights)
-    # fused Adam on CUDA (one kernel for every parameter); on CPU the default, whose numbers the CPU
-    # profile's figures were measured with
-    optimizer = torch.optim.Adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay),
-                                 **({"fused": True} if device.type == "cuda" else {}))
+    # the model reaches its device before the optimiser exists: loading a checkpoint's optimiser state
+    # then puts every tensor (fused Adam's `step` included) beside its parameter
+    model.to(device)
+    loss_fn.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
     mix_generator = torch.Generator().manual_seed(cfg.seed * 7919 + info.rank)
 
@@ -180,11 +182,6 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         if info.is_main:
             logger.info("backbone weights: %s", report.summary())
 
-    model.to(device)
-    loss_fn.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-        _move_optimizer_state(optimizer, device)
     if cfg.compile:
         compile_model(model, cfg.compile_mode, cfg.compile_backend)
         if info.is_main:
@@ -233,8 +230,9 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         D.barrier(info)
 
     every = cfg.checkpoint_every_steps
-    # the running sums are read on the host every `sync_every` steps; a mid-epoch checkpoint needs them
-    sync_every = math.gcd(cfg.sync_every_steps, every) if every > 0 else cfg.sync_every_steps
+    # the running sums are read on the host every train.sync_every_steps steps, and at each checkpoint
+    # step, which needs them current
+    checkpoint_step = (lambda step: step % every == 0) if every > 0 else None
 
     def on_step(current: RunState, synced: bool) -> None:
         if not synced:
@@ -252,7 +250,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         train_sampler.set_start(state.batch)
         (step_module.module if info.distributed else step_module).set_epoch(epoch, cfg.mixing_warmup_epochs)
         train_one_epoch(step_module, model, train_loader, optimizer, device, mix_generator, state, on_step,
-                        progress=info.is_main, sync_every=sync_every)
+                        progress=info.is_main, sync_every=cfg.sync_every_steps, sync_at=checkpoint_step)
         sums = D.all_reduce_sum(torch.tensor([state.sums["loss"], state.sums["correct"], state.sums["seen"]],
                                              dtype=torch.float64), info).tolist()
         val = evaluate_split(model, val_loader, loss_fn, device, num_classes, info)
@@ -277,6 +275,17 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         save_checkpoint()
 
     return _finish(config, run_dir, best_path, state, class_names, class_weights.tolist(), callbacks, info, export)
+
+
+def adam(params: Any, device: torch.device, **kwargs: Any) -> torch.optim.Optimizer:
+    """Adam, fused on CUDA (one kernel for every parameter); on CPU the default implementation, whose
+    numbers the CPU profile's figures were measured with."""
+    return torch.optim.Adam(params, **kwargs, **({"fused": True} if device.type == "cuda" else {}))
+
+
+def make_optimizer(model: Any, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
+    """METHOD's optimiser: Adam over the backbone/heads and fc groups (train.lr, train.lr_fc)."""
+    return adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay), device)
 
 
 def choose_data_path(cfg: Any, device: torch.device, train_set: FERDataset, val_set: FERDataset) -> tuple[str, str]:
@@ -322,13 +331,6 @@ def _resume_from(checkpoint_path: Path, config: Config, class_weights: Tensor, m
         state.finished = False  # more epochs asked for than the checkpoint ran
     if info.is_main:
         logger.info("resuming %s at epoch %d, batch %d", checkpoint_path, state.epoch + 1, state.batch)
-
-
-def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    for param_state in optimizer.state.values():
-        for key, value in param_state.items():
-            if isinstance(value, Tensor) and key != "step":
-                param_state[key] = value.to(device)
 
 
 def _finish(config: Config, run_dir: Path, best_path: Path, state: RunState, class_names: list[str],

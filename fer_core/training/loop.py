@@ -76,7 +76,9 @@ def make_loader(dataset: FERDataset, sampler: EpochBatchSampler, workers: int, d
 class StepSums:
     """An epoch's running train loss and correct count, kept on the device: adding a step's figures
     costs no host synchronisation; `flush_into` reads them (one sync) into the run state's sums and
-    raises if a loss since the last flush was not finite."""
+    raises if a loss since the last flush was not finite. The steps between a non-finite loss and that
+    read (fewer than train.sync_every_steps) have already updated the weights: the run stops there,
+    and its last checkpoint (written at a read, before them) is what a resume starts from."""
 
     def __init__(self, device: torch.device) -> None:
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -110,11 +112,13 @@ class StepSums:
 
 def train_one_epoch(step_module: nn.Module, model: FERNet, loader: Any, optimizer: torch.optim.Optimizer,
                     device: torch.device, mix_generator: torch.Generator, state: RunState,
-                    on_step: Callable[[RunState, bool], Any], progress: bool, sync_every: int = 1) -> None:
+                    on_step: Callable[[RunState, bool], Any], progress: bool, sync_every: int = 1,
+                    sync_at: Callable[[int], bool] | None = None) -> None:
     """Train over the loader's remaining batches, updating `state` (batch, global_step, sums) in place.
 
     The step's figures stay on the device; every `sync_every` optimiser steps and at the epoch's end
-    they are read into `state.sums` (the only host synchronisation of the loop). `on_step(state, synced)`
+    they are read into `state.sums` (the only host synchronisation of the loop), and also after a step
+    whose global number `sync_at` accepts (a checkpoint's). `on_step(state, synced)`
     runs after every optimiser step, `synced` telling whether `state.sums` is current (checkpointing
     and callbacks live there and act on synced steps).
     """
@@ -136,7 +140,8 @@ def train_one_epoch(step_module: nn.Module, model: FERNet, loader: Any, optimize
         sums.add(loss, out["logits"], targets)
         state.batch += 1
         state.global_step += 1
-        synced = state.global_step % sync_every == 0 or index + 1 == remaining
+        synced = (state.global_step % sync_every == 0 or index + 1 == remaining
+                  or (sync_at is not None and sync_at(state.global_step)))
         if synced:
             sums.flush_into(state, flushed_at)
             flushed_at = state.batch

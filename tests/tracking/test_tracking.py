@@ -80,6 +80,17 @@ def test_callback_logs_params_metrics_and_artifacts_from_another_thread(run_fold
     assert "class_weights.json" not in artifacts
 
 
+def test_step_losses_land_on_the_first_reported_step_of_each_period():
+    """The loop reports steps only when it reads its figures (every train.sync_every_steps, at
+    checkpoints and epoch ends): log_every_steps=10 with reports at 4, 8, 12, ... logs at 12 and 20."""
+    run_id = new_run()
+    callback = tracking.MLflowCallback(run_id, log_every_steps=10)
+    for step in (4, 8, 12, 16, 20, 24, 27):
+        callback.on_step_end(step, {"train_loss_running": step / 100})
+    history = MlflowClient().get_metric_history(run_id, "train_loss_running")
+    assert [(m.step, m.value) for m in history] == [(12, 0.12), (20, 0.2)]
+
+
 def test_resumed_run_keeps_its_params_and_tags_what_changed(run_folder):
     run_id = new_run()
     tracking.MLflowCallback(run_id).on_train_start(context(run_folder, epochs=2))

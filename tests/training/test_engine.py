@@ -102,8 +102,9 @@ def test_a_run_writes_every_file_of_the_contract(tiny_data, tmp_path):
 
 
 def test_resume_after_a_kill_gives_bit_identical_weights(tiny_data, tmp_path):
-    # 28 train images, batch 8 -> 4 steps/epoch; checkpoints every 3 steps and at each epoch end.
-    config = tiny_config(**{"train.checkpoint_every_steps": 3})
+    # 28 train images, batch 8 -> 4 steps/epoch; checkpoints every 3 steps and at each epoch end; the
+    # host reads the figures every step, so the callback sees (and kills at) step 7
+    config = tiny_config(**{"train.checkpoint_every_steps": 3, "train.sync_every_steps": 1})
     whole = train(config, tiny_data, tmp_path / "whole", export=False)
 
     killed = tmp_path / "killed"

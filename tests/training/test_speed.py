@@ -106,7 +106,8 @@ def test_the_device_data_path_trains_and_resumes_bit_identically(tiny_data, tmp_
     from fer_core.training.engine import train
     from tests.training.test_engine import Recorder, _load
 
-    config = tiny_config(**{"train.checkpoint_every_steps": 3, "train.data_path": "device"})
+    config = tiny_config(**{"train.checkpoint_every_steps": 3, "train.data_path": "device",
+                            "train.sync_every_steps": 1})
     with caplog.at_level("INFO", logger="fer_core.training.engine"):
         whole = train(config, tiny_data, tmp_path / "whole", export=False)
     assert any("data path: device" in record.getMessage() and "within train.device_cache_mb" in record.getMessage()
@@ -121,6 +122,28 @@ def test_the_device_data_path_trains_and_resumes_bit_identically(tiny_data, tmp_
     cpu = train(config.override({"train.data_path": "cpu", "train.epochs": 1}), tiny_data, tmp_path / "cpu",
                 export=False)
     assert cpu.history[0]["train_loss"] != whole.history[0]["train_loss"]   # another path, other draws
+
+
+def test_checkpoints_between_host_reads_resume_bit_identically(tiny_data, tmp_path):
+    """Host reads every 5 steps, checkpoints every 3 (4 steps an epoch, 3 epochs): the loop also reads
+    at each checkpoint step, so the checkpoint at step 9 carries current sums; killed at step 10 (a
+    read), the run resumes from it to the same weights and history as a run never killed."""
+    from fer_core.training.engine import train
+    from tests.training.test_engine import Recorder, _load
+
+    config = tiny_config(**{"train.checkpoint_every_steps": 3, "train.sync_every_steps": 5, "train.epochs": 3})
+    whole = Recorder()
+    uninterrupted = train(config, tiny_data, tmp_path / "whole", callbacks=[whole], export=False)
+    assert [e[1] for e in whole.events if e[0] == "step"] == [3, 4, 5, 6, 8, 9, 10, 12]
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tiny_data, tmp_path / "killed", callbacks=[Recorder(kill_after_step=10)], export=False)
+    partial = _load(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert (partial["epoch"], partial["batch"], partial["global_step"]) == (2, 1, 9)
+    resumed = train(config, tiny_data, tmp_path / "killed", export=False)
+    a, b = _load(tmp_path / "whole" / "best.pt"), _load(tmp_path / "killed" / "best.pt")
+    assert all(torch.equal(a["state_dict"][key], b["state_dict"][key]) for key in a["state_dict"])
+    strip = lambda history: [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in history]  # noqa: E731
+    assert strip(resumed.history) == strip(uninterrupted.history)
 
 
 def test_auto_keeps_the_cpu_path_without_cuda_and_device_insists_within_its_budget(tiny_data):
