@@ -1,5 +1,5 @@
 """The device-resident data path: a split decoded once into one uint8 tensor in device memory, then
-resized, flipped, erased, noised and normalised per batch on the device.
+resized, flipped, normalised, erased and noised per batch on the device.
 
 Why: RAF-DB's train split is 12,271 images of 100x100 (368 MB as uint8). At 224 px the CPU path
 (decode, resize and augment each image in DataLoader workers) delivers a few hundred images per second,
@@ -7,7 +7,8 @@ while one ResNet-18 step on a current GPU consumes thousands. Held on the device
 gather per batch and a handful of batched kernels.
 
 The augmentation draws from the same distributions as the CPU transforms (fer_core/data/transforms.py):
-torchvision's resize (antialiased bilinear, the same function applied to the whole batch), a horizontal
+torchvision's resize (antialiased bilinear, the same function applied to the whole batch; on CUDA its
+uint8 result may differ from the CPU's by one grey level), a horizontal
 flip with p = 0.5, RandomErasing with p = 0.5 and torchvision's area/aspect sampling (up to 10 attempts,
 area ~ U(scale), log-aspect ~ U(log 0.3, log 3.3), value 0 on the normalised tensor), then gaussian
 noise. tests/data/test_device_data.py compares their statistics.
@@ -16,8 +17,8 @@ Determinism: `DeviceBatchLoader` walks the same `EpochBatchSampler` as the CPU p
 rank sharding and a mid-epoch resume are the sampler's; each batch's augmentation draws from a device
 generator seeded by the batch's first sample seed, never from torch's global RNG (the engine
 checkpoints that). The same (seed, epoch) gives the same batches; the draws differ from the CPU path's
-(one generator per batch instead of one per sample), so a run keeps its data path when it resumes
-(it may change it: only the augmentation draws move).
+(one generator per batch instead of one per sample). A run may resume on the other path: it continues
+correctly, but from then on its augmentation draws are not those an uninterrupted run would have made.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from fer_core.data.dataset import EpochBatchSampler, FERDataset
 from fer_core.data.prepared import MANIFEST
-from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_augment
 
 ERASING_RATIO = (0.3, 3.3)     # torchvision RandomErasing's default aspect range
 ERASING_ATTEMPTS = 10          # torchvision RandomErasing.get_params tries this many boxes
@@ -115,19 +116,14 @@ class DeviceAugment:
 
     def __init__(self, image_size: int, *, train: bool, hflip: bool = True,
                  erasing_scale: tuple[float, float] = (0.02, 0.25), noise_std: float = 0.02) -> None:
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 8:
-            raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
-        low, high = erasing_scale
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"erasing scale must satisfy 0 <= min <= max <= 1, got ({low}, {high})")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        low, high = check_augment(image_size, erasing_scale, noise_std)
         self.image_size = image_size
         self.train = train
         self.hflip = hflip and train
         self.erasing_scale = (low, high)
         self.erasing = train and high > 0
         self.noise_std = noise_std if train else 0.0
+        self._normalisers: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @classmethod
     def from_config(cls, train_config, *, train: bool) -> "DeviceAugment":
@@ -146,14 +142,21 @@ class DeviceAugment:
         if self.hflip:
             flip = torch.rand(count, generator=generator, device=device) < FLIP_P
             batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        mean, std = self._normaliser(device)
         out = (batch.float().div_(255.0) - mean) / std
         if self.erasing:
             out = out.masked_fill(self._erasing_mask(count, size, size, generator, device)[:, None], 0.0)
         if self.noise_std > 0:
             out = out + torch.randn(out.shape, generator=generator, device=device) * self.noise_std
         return out
+
+    def _normaliser(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """ImageNet mean and std on DEVICE, made once per device (building them from Python lists is a
+        host-to-device copy the host waits for)."""
+        if device not in self._normalisers:
+            self._normalisers[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+                                         torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+        return self._normalisers[device]
 
     def _erasing_mask(self, count: int, height: int, width: int, generator: torch.Generator,
                       device: torch.device) -> Tensor:

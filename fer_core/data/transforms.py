@@ -28,6 +28,18 @@ def _check_size(image_size: int) -> None:
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
 
 
+def check_augment(image_size: int, erasing_scale: tuple[float, float], noise_std: float) -> tuple[float, float]:
+    """The train augmentation's settings checked (the CPU transforms and the device path share them);
+    returns the erasing scale as (min, max)."""
+    _check_size(image_size)
+    low, high = erasing_scale
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"erasing scale must satisfy 0 <= min <= max <= 1, got ({low}, {high})")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    return low, high
+
+
 def _to_normalised(image_size: int) -> list[v2.Transform]:
     return [
         v2.ToImage(),  # PIL or tensor -> uint8 image tensor; first, so every input takes one path
@@ -60,12 +72,7 @@ def train_transform(
     Erasing and noise act on the normalised tensor (as in RUL's recipe): the erased patch is 0, the
     dataset mean, and the noise is in normalised units, so neither is clipped to [0, 1].
     """
-    _check_size(image_size)
-    low, high = erasing_scale
-    if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"erasing scale must satisfy 0 <= min <= max <= 1, got ({low}, {high})")
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    low, high = check_augment(image_size, erasing_scale, noise_std)
     steps: list[v2.Transform] = [*_to_normalised(image_size)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))

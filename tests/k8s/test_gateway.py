@@ -366,26 +366,25 @@ def test_ambiguous_framing_is_refused_and_nothing_is_smuggled(stack):
 
 
 
-def test_a_burst_of_new_connections_is_accepted(stack):
-    """64 clients connecting at the same instant all get answers: the listen backlog is sized for bursts
-    (http.server's default of 5 overflowed at 32 and some connections were reset)."""
-    urls, _ = stack
+def test_the_listen_backlog_holds_a_burst_of_new_connections():
+    """64 clients connecting before the server accepts any are all queued by the kernel: the listen
+    backlog is sized for bursts. With http.server's default of 5, the 7th connect times out here (the
+    kernel drops SYNs once the accept queue is full; at c32 the serving bench saw connection resets)."""
+    from http.server import BaseHTTPRequestHandler
+
     gateway = load_gateway()
-    assert gateway.GatewayServer.request_queue_size >= 128
-    barrier = threading.Barrier(64)
-
-    def one(_):
-        with socket.create_connection(("127.0.0.1", int(urls["inference"].rsplit(":", 1)[1])), timeout=30) as sock:
-            barrier.wait(timeout=30)
-            sock.sendall(b"POST /predictions/fer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer client-secret-token\r\n"
-                         b"Content-Length: 3\r\nConnection: close\r\n\r\nimg")
-            reply = b""
-            while chunk := sock.recv(65536):
-                reply += chunk
-            return reply.split(b"\r\n", 1)[0]
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(64) as pool:
-        statuses = list(pool.map(one, range(64)))
-    assert statuses == [b"HTTP/1.1 200 OK"] * 64, set(statuses)
+    server = gateway.GatewayServer(("127.0.0.1", 0), BaseHTTPRequestHandler)  # listening, never accepting
+    clients: list[socket.socket] = []
+    try:
+        for n in range(64):
+            client = socket.socket()
+            clients.append(client)
+            client.settimeout(0.5)
+            try:
+                client.connect(server.server_address)
+            except OSError as error:
+                pytest.fail(f"connection {n + 1} of 64 was not queued: {error!r}")
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
