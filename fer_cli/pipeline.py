@@ -33,9 +33,9 @@ def compile(out_file, require_digests, config) -> None:  # noqa: A001 - the CLI 
     """Compile the pipeline to a KFP v2 YAML package (GPU, tolerations and secrets included); the
     config (--params/--set) becomes the package's default parameters. Images are pinned by digest
     where k8s/ pins them (docs/deploy.md); a note names those pinned by tag only."""
-    from pipelines.runner import compile_pipeline
-
     try:
+        from pipelines.runner import compile_pipeline   # defines the components: reads k8s/'s image digests
+
         click.echo(f"compiled {compile_pipeline(out_file, config, require_digests=require_digests)}")
     except ValueError as exc:
         fail(str(exc), code=2)
@@ -189,8 +189,13 @@ def submit(host, source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, m
     The cluster defaults apply (MLflow, MinIO and the model store inside the cluster, see
     docs/deploy.md); the dataset must be reachable from the cluster (s3:// or a DVC git URL).
     """
-    from pipelines.runner import pipeline_arguments, submit as submit_run
+    try:
+        from pipelines.runner import check_digests, pipeline_arguments, submit as submit_run
 
+        if require_digests:
+            check_digests()
+    except ValueError as exc:   # an image unpinned (--require-digests) or a malformed digest in k8s/
+        fail(str(exc), code=2)
     data = _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=False)
     arguments = pipeline_arguments(_with_registry(config, model_name, floor), data_format=data_format,
                                    experiment=experiment, deploy_model=deploy, **data)

@@ -63,7 +63,12 @@ def component_images() -> tuple[str, str]:
             os.environ.get("FER_COMPONENT_IMAGE_GPU") or pinned(f"{IMAGE_REPOSITORY_GPU}:{IMAGE_TAG}", digests))
 
 
-COMPONENT_IMAGE, COMPONENT_IMAGE_GPU = component_images()
+def __getattr__(name: str) -> str:
+    """COMPONENT_IMAGE / COMPONENT_IMAGE_GPU, read from k8s/ when first asked for (by the components'
+    definitions), so a malformed digest fails compiling, not every command that imports this module."""
+    if name in ("COMPONENT_IMAGE", "COMPONENT_IMAGE_GPU"):
+        return component_images()[name.endswith("_GPU")]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 NAMESPACE = "fer"
 # Secrets (templates in k8s/base/secrets): keys become env vars of the pipeline pods.

@@ -33,13 +33,19 @@ def compile_pipeline(out_file: str | os.PathLike, config: Config | None = None, 
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     defaults = pipeline_arguments(config if config is not None else load_config())
-    if require_digests and (unpinned := unpinned_images()):
-        raise ValueError(f"images pinned by tag, not digest: {', '.join(unpinned)}; add each one's "
-                         "`digest: sha256:...` to its entry in k8s/base/kustomization.yaml (CUDA image: "
-                         "k8s/overlays/gpu/kustomization.yaml), see docs/deploy.md")
+    if require_digests:
+        check_digests()
     compiler.Compiler().compile(fer_pipeline, str(out), pipeline_parameters=defaults)
     _restore_integers(out, defaults)
     return out
+
+
+def check_digests() -> None:
+    """ValueError naming the component images pinned by tag only (`--require-digests`)."""
+    if unpinned := unpinned_images():
+        raise ValueError(f"images pinned by tag, not digest: {', '.join(unpinned)}; add each one's "
+                         "`digest: sha256:...` to its entry in k8s/base/kustomization.yaml (CUDA image: "
+                         "k8s/overlays/gpu/kustomization.yaml), see docs/deploy.md")
 
 
 def unpinned_images() -> list[str]:
@@ -55,7 +61,9 @@ def _restore_integers(package: Path, defaults: dict[str, Any]) -> None:
     import yaml
 
     text = package.read_text(encoding="utf-8")
-    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    lines = text.splitlines(keepends=True)
+    leading = next((n for n, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    header = "".join(lines[:leading])   # KFP's comment block at the top; a '#' inside the YAML is not header
     documents = list(yaml.safe_load_all(text[len(header):]))
     parameters = documents[0]["root"]["inputDefinitions"]["parameters"]
     for name, value in defaults.items():

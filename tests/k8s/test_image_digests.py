@@ -93,3 +93,29 @@ def test_a_release_compile_refuses_images_pinned_by_tag_only(tmp_path):
     assert not (tmp_path / "release.yaml").exists()         # nothing half-written
     noted = _compile(tmp_path / "dev.yaml")                  # a development compile goes on, with a note
     assert noted.returncode == 0 and "note: images pinned by tag, not digest" in noted.stderr
+
+
+def test_a_release_submit_refuses_images_pinned_by_tag_only_before_contacting_the_host(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FER_COMPONENT_IMAGE")}
+    package = tmp_path / "release.yaml"
+    refused = subprocess.run([str(Path(sys.executable).parent / "fer"), "pipeline", "submit", "--host",
+                              "http://127.0.0.1:9", "--source", "s3://datasets/raf-db", "--package", str(package),
+                              "--require-digests"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert refused.returncode == 2, refused.stderr
+    assert f"{cluster.IMAGE_REPOSITORY}:{cluster.IMAGE_TAG}" in refused.stderr
+    assert "submitting" not in refused.stderr and "127.0.0.1:9" not in refused.stderr
+    assert not package.exists()
+
+
+def test_a_malformed_digest_fails_compiling_not_other_commands(tmp_path):
+    k8s = _pinned_k8s(tmp_path)
+    path = k8s / "base" / "kustomization.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace(CPU, "sha256:not-a-digest"), encoding="utf-8")
+    env = {**{key: value for key, value in os.environ.items() if not key.startswith("FER_COMPONENT_IMAGE")},
+           "FER_K8S_DIR": str(k8s)}
+    code = "import fer_core.cluster as c; print(c.NAMESPACE)"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert other.returncode == 0 and other.stdout.strip() == cluster.NAMESPACE, other.stderr
+    refused = _compile(tmp_path / "pipeline.yaml", k8s=k8s)
+    assert refused.returncode == 2 and "sha256:not-a-digest" in refused.stderr and str(path) in refused.stderr
+    assert "Traceback" not in refused.stderr
