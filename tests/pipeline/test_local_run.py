@@ -14,6 +14,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+
+from tests.docs import doc_block
 from mlflow import MlflowClient
 
 from fer_cli.console import step_console
@@ -146,13 +148,12 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     assert sorted(path.name for path in store.glob("*.mar")) == ["fer-1.mar"]
 
     # docs/pipeline.md's snippets, as written but for the model name, version and tracking URI
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "pipeline.md").read_text(encoding="utf-8")
-    use = re.search(r"## Use the champion\s*```python\n(.*?)```", doc, re.S).group(1)
+    use = doc_block("docs/pipeline.md", "## Use the champion", "python")
     use = use.replace('"http://mlflow.fer.svc.cluster.local:5000"', repr(default_tracking_uri()))
     use = use.replace("fer-cbam-resnet", MODEL) + "\nprint(out['probabilities'].shape, out['uncertainty'].shape)\n"
     done = subprocess.run([sys.executable, "-c", use], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "(2, 7) (2,)", done.stderr[-2000:]
-    promote = re.search(r"## Promote, inspect, roll back.*?```python\n(.*?)```", doc, re.S).group(1)
+    promote = doc_block("docs/pipeline.md", "## Promote, inspect, roll back", "python", gap=".*?")
     promote = promote.replace("fer-cbam-resnet", MODEL).replace('"7"', '"2"')
     done = subprocess.run([sys.executable, "-c", promote], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "MLFLOW_TRACKING_URI": default_tracking_uri()})
@@ -173,8 +174,7 @@ def _run_the_serving_docs_block(tmp_path: Path) -> None:
     from fer_core.config import load_config
     from tests.conftest import free_port
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
-    block = re.search(r"## Operating it\s*```bash\n(.*?)```", doc, re.S).group(1)
+    block = doc_block("docs/serving.md", "## Operating it")
     assert "fer serve deploy .fer/model_store/fer-4.mar" in block
     block = block.replace("fer-cbam-resnet", MODEL).replace("fer-4.mar", "fer-2.mar")
     user = tmp_path / "user"
@@ -201,6 +201,8 @@ def _run_the_serving_docs_block(tmp_path: Path) -> None:
         answers.append(decoder.raw_decode(text, start)[0])
     packaged, started, status, deployed = answers                           # one JSON answer per command
     assert packaged["mar"].endswith("fer-1.mar") and started["started"] is True
+    (versions,) = started["models"].values()                               # start loads the newest .mar:
+    assert [v["version"] for v in versions] == ["1"] and versions[0]["ready_workers"] >= 1, started  # fer-1
     assert status["running"] is True
     assert deployed["model_version"] == "2" and deployed["mar"].endswith("fer-2.mar"), deployed
     assert done.stdout.rstrip().endswith("stopped")

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.docs import doc_blocks
 from click.testing import CliRunner
 
 from fer_cli.main import cli
@@ -113,15 +115,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC_HOST = "https://kfp.example.com"
 
 
-def _doc_blocks(language: str) -> list[str]:
-    text = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
-    return [block.split("```", 1)[0] for block in text.split(f"```{language}\n")[1:]]
-
-
 def test_the_documented_compile_and_submit_commands_run_as_written(kfp_host, tmp_path):
     """docs/pipeline.md's compile + submit block, typed in a checkout (only the host differs)."""
     host, requests = kfp_host
-    block = next(block for block in _doc_blocks("bash") if "fer pipeline submit" in block)
+    block = next(block for block in doc_blocks("docs/pipeline.md", "bash") if "fer pipeline submit" in block)
     assert DOC_HOST in block
     (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
@@ -137,7 +134,7 @@ def test_the_documented_compile_and_submit_commands_run_as_written(kfp_host, tmp
 def test_the_documented_kfp_client_snippet_runs_as_written(kfp_host, monkeypatch):
     """docs/pipeline.md's `kfp.Client` example, from the repository root (only the host differs)."""
     host, requests = kfp_host
-    snippet = next(block for block in _doc_blocks("python") if "create_run_from_pipeline_func" in block)
+    snippet = next(block for block in doc_blocks("docs/pipeline.md", "python") if "create_run_from_pipeline_func" in block)
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
     exec(compile(snippet.replace(DOC_HOST, host), "docs/pipeline.md", "exec"), namespace)  # noqa: S102

@@ -10,6 +10,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.docs import doc_block
 import requests
 from click.testing import CliRunner
 
@@ -236,7 +238,6 @@ def test_swap_version_under_load(server, client, run_dir_b, good_images):
 def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
     """docs/serving.md's curl block, typed as a user would (only the port differs), answers a label."""
     import json
-    import re
     import shutil
     import subprocess
     import sys
@@ -247,8 +248,7 @@ def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
     from tests.serving.conftest import encode, face_array
 
     settings, _, _ = server
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
-    block = re.search(r"curl:\s*```bash\n(.*?)```", doc, re.S).group(1)
+    block = doc_block("docs/serving.md", "curl:")
     assert "Content-Type" not in block  # plain curl: its default form type must work
     port = settings.inference_url.rsplit(":", 1)[1]
     script = block.replace("127.0.0.1:8080", f"127.0.0.1:{port}")

@@ -8,6 +8,8 @@ import subprocess
 import boto3
 import pytest
 
+from tests.docs import doc_block
+
 from fer_core.versioning import (DatasetNotFoundError, add_and_push, dataset_version, fetch_dataset, file_sha256,
                                  init_repo)
 from tests.versioning.conftest import git, tree_bytes, write_dataset
@@ -119,8 +121,7 @@ def test_the_docs_plain_tools_recipe_runs_as_written_and_its_revision_is_fetchab
     import sys
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "data-versioning.md").read_text(encoding="utf-8")
-    block = re.search(r"or with the plain tools, which do the same:\s*```bash\n(.*?)```", doc, re.S).group(1)
+    block = doc_block("docs/data-versioning.md", "or with the plain tools, which do the same:")
     assert "git add .dvc/config" in block  # the remote must travel with the revision
     boto3.client("s3").create_bucket(Bucket="fer-data")
     script = block.replace("http://localhost:9000", s3_env)

@@ -4,6 +4,7 @@ synthetic RAF-DB, and a second `dvc repro` finds everything up to date."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.docs import doc_block
 import yaml
 
 from fer_core.versioning import init_repo
@@ -95,18 +98,11 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     assert page.count("<img") == len(drawn) == 6, page.count("<img")
 
 
-def _doc_block(heading: str) -> str:
-    """The first bash block after HEADING in docs/data-versioning.md, as a user would paste it."""
-    text = (ROOT / "docs" / "data-versioning.md").read_text(encoding="utf-8")
-    section = text[text.index(heading):]
-    return section.split("```bash\n", 1)[1].split("```", 1)[0]
-
-
 @pytest.mark.slow
 def test_the_documented_first_look_runs_as_written_in_a_clone(tmp_path):
     """docs/data-versioning.md's `dvc exp run` block, line for line, in a git clone of this repo whose
     .venv is this test's environment: every stage runs and the metrics, plots and experiment table show."""
-    block = _doc_block("## 3. `dvc repro`")
+    block = doc_block("docs/data-versioning.md", re.escape("## 3. `dvc repro`"), gap=".*?")
     assert "dvc exp run" in block and "dvc metrics show" in block
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
@@ -122,3 +118,4 @@ def test_the_documented_first_look_runs_as_written_in_a_clone(tmp_path):
     assert (clone / "dvc_plots" / "index.html").is_file()                                        # plots show
     table = result.stdout.split("dvc_plots", 1)[1]                                               # exp show
     assert "train.max_steps_per_epoch" in table and "fer_core/" not in table
+    assert (clone / "params.yaml").read_bytes() == (ROOT / "params.yaml").read_bytes()   # the checkout
