@@ -21,10 +21,11 @@ Every dataset is rendered once per noise level by `fer data synth` and prepared 
 `fer_core.evaluation.evaluate.evaluate_run` on the test split, with the synth truth file for the
 noisy-label AUROC (how well the learned uncertainty ranks flipped train labels above clean ones).
 
-    .venv/bin/python -m bench.ablation --profile quick            # CPU, 36 runs, ~80 min on 2 idle cores
+    .venv/bin/python -m bench.ablation --profile quick --jobs 2   # CPU, 36 runs, two at a time (one thread each)
     .venv/bin/python -m bench.ablation --profile full --work /scratch/ablation   # GPU settings
 
-Writes bench/results/ablation.json after every run (a rerun with the same --out and --work skips the
+`--jobs N` trains N runs at once in worker processes, each with cpu_count/N torch threads (on 2 cores
+two one-thread runs finish sooner than one two-thread run at batch 32). Writes bench/results/ablation.json after every run (a rerun with the same --out and --work skips the
 runs already there, so an interrupted ablation continues), then docs/results/ablation.md (tables and
 verdicts) and docs/results/ablation.png (bar chart with error bars).
 """
@@ -159,6 +160,19 @@ def run_one(config: Config, data_dir: Path, truth: Path, run_dir: Path) -> dict[
         "seconds": round(done - started, 1), "train_seconds": round(trained - started, 1),
         "eval_seconds": round(done - trained, 1),
     }
+
+
+def _init_worker(threads: int) -> None:
+    """A --jobs worker: its share of the cores, no progress bars (they would interleave), epoch lines."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # the epoch lines on stdout; stderr (the loop's progress bars) dropped: a failed run's exception
+    # still reaches the parent through its future
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the worker's lifetime
+    logging.getLogger("fer_core.training.engine").setLevel(logging.INFO)
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
@@ -370,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=None, help="params.yaml the rows start from (default ./params.yaml)")
     parser.add_argument("--fresh", action="store_true", help="ignore runs already recorded in --out")
     parser.add_argument("--table", action="store_true", help="only rewrite the report from the runs in --out")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each in its own process with cpu_count/JOBS threads")
     args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= (os.cpu_count() or 1):
+        parser.error(f"--jobs must be between 1 and the {os.cpu_count()} CPUs, got {args.jobs}")
     chart = args.report.with_suffix(".png")
     if args.table:
         recorded = read_json(args.out)
@@ -399,14 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"profile": args.profile, **profile, "rows": [{"row": n, "change": c} for n, c in ROWS],
                 "params": args.params or "params.yaml", "work": str(work)}
     runs: list[dict[str, Any]] = []
+    wall_before = 0.0   # the wall time of earlier invocations that this one continues
     if args.out.is_file() and not args.fresh:
         previous = read_json(args.out)
         if previous.get("settings", {}).get("train") == profile["train"] and \
                 previous.get("settings", {}).get("synth") == profile["synth"]:
             runs = list(previous.get("runs", []))
+            wall_before = float(previous.get("wall_seconds") or sum(r["seconds"] for r in runs)) if runs else 0.0
     done = {(r["row"], r["noise"], r["seed"]) for r in runs}
     started = time.perf_counter()
-    wall_before = sum(r["seconds"] for r in runs)
+    settings["jobs"] = args.jobs
 
     def save() -> dict[str, Any]:
         summary = summarise(runs)
@@ -426,22 +446,48 @@ def main(argv: list[str] | None = None) -> int:
     total = len(profile["conditions"]) * len(profile["seeds"]) * len(rows)
     datasets = {condition: prepare_data(work, profile, condition) for condition in profile["conditions"]}
     # seed outermost: a cut-short ablation still holds every (row, condition) cell for the first seed(s)
+    todo = []
     for seed in profile["seeds"]:
         for condition in profile["conditions"]:
             synth_dir, data_dir = datasets[condition]
             for name, config, _ in rows:
-                if (name, condition, seed) in done:
-                    continue
-                config = config.override({"train.seed": seed})
-                run_dir = work / "runs" / condition / f"seed{seed}" / name.replace("+", "plus-")
-                print(f"[{len(runs) + 1}/{total}] {condition} seed {seed} {name} ...", flush=True)
-                record = run_one(config, data_dir, synth_dir / "synth_truth.csv", run_dir)
-                runs.append({"row": name, "noise": condition, "seed": seed, "run_dir": str(run_dir), **record})
-                m = record["metrics"]
-                print(f"    acc {m['accuracy']:.3f} mca {m['mean_class_accuracy']:.3f} f1 {m['macro_f1']:.3f} "
-                      f"auroc {m['noise_auroc'] if m['noise_auroc'] is None else round(m['noise_auroc'], 3)} "
-                      f"best epoch {record['best_epoch']} ({record['seconds']:.0f} s)", flush=True)
-                save()
+                if (name, condition, seed) not in done:
+                    run_dir = work / "runs" / condition / f"seed{seed}" / name.replace("+", "plus-")
+                    todo.append(((name, condition, seed),
+                                 (config.override({"train.seed": seed}), data_dir, synth_dir / "synth_truth.csv", run_dir)))
+
+    def record(key: tuple[str, str, int], run_dir: Path, result: dict[str, Any]) -> None:
+        name, condition, seed = key
+        runs.append({"row": name, "noise": condition, "seed": seed, "run_dir": str(run_dir), **result})
+        m = result["metrics"]
+        print(f"[{len(runs)}/{total}] {condition} seed {seed} {name}: acc {m['accuracy']:.3f} "
+              f"mca {m['mean_class_accuracy']:.3f} f1 {m['macro_f1']:.3f} "
+              f"auroc {m['noise_auroc'] if m['noise_auroc'] is None else round(m['noise_auroc'], 3)} "
+              f"best epoch {result['best_epoch']} ({result['seconds']:.0f} s)", flush=True)
+        save()
+
+    if args.jobs == 1:
+        for key, job in todo:
+            print(f"[{len(runs) + 1}/{total}] {' '.join(map(str, key[1:]))} {key[0]} ...", flush=True)
+            record(key, job[3], run_one(*job))
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        print(f"{len(todo)} runs, {args.jobs} at a time, {threads} torch thread(s) each", flush=True)
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_init_worker, initargs=(threads,)) as pool:
+            pending = {pool.submit(run_one, *job): (key, job[3]) for key, job in todo}
+            try:
+                for future in concurrent.futures.as_completed(pending):
+                    key, run_dir = pending[future]
+                    record(key, run_dir, future.result())
+            except BaseException:   # a failed run or Ctrl-C: the runs recorded so far stay, the rest stop
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    runs.sort(key=lambda r: (profile["seeds"].index(r["seed"]) if r["seed"] in profile["seeds"] else len(profile["seeds"]),
+                             list(CONDITIONS).index(r["noise"]), [n for n, _ in ROWS].index(r["row"])))
     recorded = save()
     bar_chart(recorded["summary"], chart)
     atomic_write_text(args.report, report_markdown(recorded))

@@ -1,0 +1,41 @@
+"""bench/ablation.py's statistics: the paired deltas, their 95 % intervals and the verdicts drawn from
+them (the ablation itself is a bench, run by hand: docs/results/ablation.md)."""
+
+from __future__ import annotations
+
+import pytest
+from scipy import stats
+
+from bench import ablation
+
+
+def _runs(deltas: dict[str, list[float]]) -> list[dict]:
+    """Runs whose +weights row differs from baseline by the given mean-class-accuracy deltas per seed."""
+    runs = []
+    for seed, delta in enumerate(deltas["mca"]):
+        for row, value in (("baseline", 0.5), ("+weights", 0.5 + delta)):
+            runs.append({"row": row, "noise": "clean", "seed": seed, "seconds": 1.0,
+                         "metrics": {"accuracy": 0.7, "mean_class_accuracy": value, "macro_f1": 0.6}})
+    return runs
+
+
+def test_the_interval_is_students_t_over_the_paired_seeds():
+    diffs = [0.02, 0.05, 0.01, 0.04]
+    low, high = ablation.confidence_interval(diffs)
+    expected = stats.t.interval(0.95, len(diffs) - 1, loc=stats.tmean(diffs), scale=stats.sem(diffs))
+    assert low == pytest.approx(expected[0]) and high == pytest.approx(expected[1])
+    assert ablation.confidence_interval([0.1]) is None
+
+
+@pytest.mark.parametrize(("deltas", "verdict"), [
+    ([0.05, 0.06, 0.04], "held"),
+    ([-0.05, -0.06, -0.04], "not held"),
+    ([0.05, -0.04, 0.01], "inconclusive"),
+    ([0.05], "inconclusive (one seed)"),
+])
+def test_a_claim_is_judged_by_its_interval(deltas, verdict):
+    paired = ablation.paired_deltas(_runs({"mca": deltas}))
+    (claim,) = [v for v in ablation.verdicts(paired) if v["row"] == "+weights"]
+    assert claim["verdict"] == verdict
+    assert claim["mean_delta"] == pytest.approx(sum(deltas) / len(deltas))
+    assert claim["seeds"] == list(range(len(deltas)))
