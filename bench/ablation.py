@@ -21,11 +21,13 @@ Every dataset is rendered once per noise level by `fer data synth` and prepared 
 `fer_core.evaluation.evaluate.evaluate_run` on the test split, with the synth truth file for the
 noisy-label AUROC (how well the learned uncertainty ranks flipped train labels above clean ones).
 
-    .venv/bin/python -m bench.ablation --profile quick --jobs 2   # CPU, 36 runs, two at a time (one thread each)
+    .venv/bin/python -m bench.ablation --profile quick            # CPU, 36 runs, two at a time (one thread each)
     .venv/bin/python -m bench.ablation --profile full --work /scratch/ablation   # GPU settings
 
 `--jobs N` trains N runs at once in worker processes, each with cpu_count/N torch threads (on 2 cores
-two one-thread runs finish sooner than one two-thread run at batch 32). Writes bench/results/ablation.json after every run (a rerun with the same --out and --work skips the
+two one-thread runs finish sooner than one two-thread run at batch 32); the CPU profile's default is 2.
+
+Writes bench/results/ablation.json after every run (a rerun with the same --out and --work skips the
 runs already there, so an interrupted ablation continues), then docs/results/ablation.md (tables and
 verdicts) and docs/results/ablation.png (bar chart with error bars).
 """
@@ -345,7 +347,8 @@ def report_markdown(recorded: dict[str, Any]) -> str:
         "",
         f"Written by `python -m bench.ablation --profile {recorded['profile']}` from "
         f"`bench/results/ablation.json` ({len(recorded['runs'])} runs, seeds {settings.get('seeds_run')}, "
-        f"{recorded['wall_seconds'] / 60:.0f} min). Rows add one setting each (baseline: plain ResNet-18 CE; "
+        f"{recorded['wall_seconds'] / 60:.0f} min of wall time on {recorded['machine']['cpus']} CPUs, "
+        f"{settings.get('jobs', 1)} run(s) at a time). Rows add one setting each (baseline: plain ResNet-18 CE; "
         "+weights: inverse class weights clipped at 3; +cbam: CBAM in every block; +mixing: uncertainty "
         "feature mixing = the full method). Conditions: clean labels, 30 % uniform flips, 30 % flips to the "
         "confusable partner (class-dependent). Test labels are always clean. What the synthetic benchmark "
@@ -384,9 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=None, help="params.yaml the rows start from (default ./params.yaml)")
     parser.add_argument("--fresh", action="store_true", help="ignore runs already recorded in --out")
     parser.add_argument("--table", action="store_true", help="only rewrite the report from the runs in --out")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="runs trained at once, each in its own process with cpu_count/JOBS threads")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs trained at once, each in its own process with cpu_count/JOBS threads "
+                             "(default: 2 on a CPU profile with 2+ cores, else 1)")
     args = parser.parse_args(argv)
+    if args.jobs is None:
+        args.jobs = min(2, os.cpu_count() or 1) if PROFILES[args.profile]["train"].get("train.device") == "cpu" else 1
     if not 1 <= args.jobs <= (os.cpu_count() or 1):
         parser.error(f"--jobs must be between 1 and the {os.cpu_count()} CPUs, got {args.jobs}")
     chart = args.report.with_suffix(".png")

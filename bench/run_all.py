@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.run_all [--only ingest train ...] [--ablation]
 
 Each script prints its table and writes bench/results/<name>.json; this prints a one-line summary of
-each goal at the end. The ablation (bench/ablation.py, ~45 min on 2 cores) runs only with --ablation.
+each goal at the end. The ablation (bench/ablation.py, 67 min on 2 idle cores) runs only with --ablation.
 """
 
 from __future__ import annotations

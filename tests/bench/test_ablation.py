@@ -41,3 +41,35 @@ def test_a_claim_is_judged_by_its_interval(deltas, verdict):
     assert claim["verdict"] == verdict
     assert claim["mean_delta"] == pytest.approx(sum(deltas) / len(deltas))
     assert claim["seeds"] == list(range(len(deltas)))
+
+
+@pytest.mark.slow
+def test_a_parallel_ablation_continues_where_it_stopped(tmp_path):
+    """Two runs at a time in worker processes (`--jobs 2`); a second invocation with one more seed trains
+    only that seed's runs and rewrites the report from all of them."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from tests.docs import ROOT
+
+    def ablate(*seeds: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bench.ablation", "--seeds", *map(str, seeds), "--conditions",
+                               "uniform30", "--epochs", "1", "--scale", "0.02", "--jobs", "2", "--out",
+                               str(tmp_path / "a.json"), "--report", str(tmp_path / "a.md"), "--work",
+                               str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    first = ablate(0)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert re.search(r"^4 runs, 2 at a time, \d+ torch thread\(s\) each$", first.stdout, re.M), first.stdout
+    second = ablate(0, 1)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "4 runs, 2 at a time" in second.stdout            # seed 0's four were kept
+    recorded = json.loads((tmp_path / "a.json").read_text())
+    assert [(r["seed"], r["row"]) for r in recorded["runs"]] == [(s, row) for s in (0, 1) for row, _ in ablation.ROWS]
+    assert recorded["settings"]["jobs"] == 2 and recorded["wall_seconds"] > 0
+    mixing = [r for r in recorded["runs"] if r["row"] == "+mixing"]
+    assert all(r["num_flipped_train"] > 0 for r in mixing)   # the noisy condition really flipped labels
+    report = (tmp_path / "a.md").read_text()
+    assert "mixing raises accuracy under label noise" in report and (tmp_path / "a.png").is_file()

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from tests.docs import doc_block
 from mlflow import MlflowClient
 
 from fer_cli.console import step_console
@@ -24,6 +22,7 @@ from fer_core.home import default_tracking_uri
 from fer_core.versioning import add_and_push, init_repo
 from pipelines.runner import local_arguments, run_local
 from tests.data.fixtures import rafdb_rows, write_imagefolder, write_rafdb
+from tests.docs import doc_block
 
 TINY = {
     "data.image_size": 32, "train.image_size": 32, "train.batch_size": 8, "train.epochs": 1,

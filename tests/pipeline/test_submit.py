@@ -13,12 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from tests.docs import doc_blocks
 from click.testing import CliRunner
 
 from fer_cli.main import cli
 from fer_core import cluster
+from tests.docs import doc_blocks
 
 
 class _KFP(BaseHTTPRequestHandler):

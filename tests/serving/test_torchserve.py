@@ -10,8 +10,6 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from tests.docs import doc_block
 import requests
 from click.testing import CliRunner
 
@@ -22,6 +20,7 @@ from fer_core.serving.inference import LocalPredictor
 from fer_core.serving.package import build_mar, publish_mar, resolve_run
 from fer_core.serving.server import ServerSettings, server_status, start_server, stop_server
 from tests.conftest import free_port
+from tests.docs import doc_block
 from tests.serving.conftest import BAD_REASONS
 
 pytestmark = pytest.mark.integration
@@ -236,7 +235,8 @@ def test_swap_version_under_load(server, client, run_dir_b, good_images):
 
 
 def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
-    """docs/serving.md's curl block, typed as a user would (only the port differs), answers a label."""
+    """docs/serving.md's curl block, typed as a user would (only the port differs), answers a label; so
+    does its Python (requests) example."""
     import json
     import shutil
     import subprocess
@@ -261,6 +261,13 @@ def test_the_docs_curl_runs_as_written(server, tmp_path, run_dir):
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["label"] in answer["probabilities"]
+    # the Python (requests) example beside it, in the same folder
+    snippet = doc_block("docs/serving.md", r"Python \(requests\):", "python").replace("127.0.0.1:8080",
+                                                                                     f"127.0.0.1:{port}")
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    label, probability, uncertainty = done.stdout.split()
+    assert label in answer["probabilities"] and 0 < float(probability) <= 1 and float(uncertainty) > 0
 
 
 def test_explanations_get_a_clear_404_not_a_503(server, client, good_images):

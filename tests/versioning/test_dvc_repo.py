@@ -8,10 +8,9 @@ import subprocess
 import boto3
 import pytest
 
-from tests.docs import doc_block
-
 from fer_core.versioning import (DatasetNotFoundError, add_and_push, dataset_version, fetch_dataset, file_sha256,
                                  init_repo)
+from tests.docs import doc_block
 from tests.versioning.conftest import git, tree_bytes, write_dataset
 
 
@@ -170,10 +169,8 @@ def test_the_docs_python_recipe_runs_as_written(tmp_path, fer_home):
     import os
     import re
     import sys
-    from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "data-versioning.md").read_text(encoding="utf-8")
-    block = re.search(r"From Python \(what the tests do\):\s*```python\n(.*?)```", doc, re.S).group(1)
+    block = doc_block("docs/data-versioning.md", r"From Python \(what the tests do\):", "python")
     data = write_dataset(tmp_path / "datarepo" / "rafdb", version=1)
     expected = tree_bytes(data)
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid", "GIT_COMMITTER_NAME": "t",

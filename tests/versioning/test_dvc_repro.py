@@ -4,19 +4,18 @@ synthetic RAF-DB, and a second `dvc repro` finds everything up to date."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from tests.docs import doc_block
 import yaml
 
 from fer_core.versioning import init_repo
+from tests.docs import doc_block
 from tests.versioning.conftest import make_git_repo
 
 ROOT = Path(__file__).resolve().parents[2]
