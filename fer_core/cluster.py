@@ -67,7 +67,9 @@ def __getattr__(name: str) -> str:
     """COMPONENT_IMAGE / COMPONENT_IMAGE_GPU, read from k8s/ when first asked for (by the components'
     definitions), so a malformed digest fails compiling, not every command that imports this module."""
     if name in ("COMPONENT_IMAGE", "COMPONENT_IMAGE_GPU"):
-        return component_images()[name.endswith("_GPU")]
+        cpu, gpu = component_images()
+        globals().update(COMPONENT_IMAGE=cpu, COMPONENT_IMAGE_GPU=gpu)   # read once; later lookups find them
+        return gpu if name.endswith("_GPU") else cpu
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 NAMESPACE = "fer"

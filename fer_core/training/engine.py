@@ -232,7 +232,8 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     every = cfg.checkpoint_every_steps
     # the running sums are read on the host every train.sync_every_steps steps, and at each checkpoint
     # step, which needs them current
-    checkpoint_step = (lambda step: step % every == 0) if every > 0 else None
+    def checkpoint_step(step: int) -> bool:
+        return every > 0 and step % every == 0
 
     def on_step(current: RunState, synced: bool) -> None:
         if not synced:
@@ -240,7 +241,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
         if info.is_main:
             callbacks.on_step_end(current.global_step, {"train_loss_running": current.sums["loss"] /
                                                         max(current.sums["seen"], 1)})
-        if every > 0 and current.global_step % every == 0 and current.batch < batches_per_epoch:
+        if checkpoint_step(current.global_step) and current.batch < batches_per_epoch:
             save_checkpoint()
 
     while not state.finished:

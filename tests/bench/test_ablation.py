@@ -9,10 +9,10 @@ from scipy import stats
 from bench import ablation
 
 
-def _runs(deltas: dict[str, list[float]]) -> list[dict]:
+def _runs(deltas: list[float]) -> list[dict]:
     """Runs whose +weights row differs from baseline by the given mean-class-accuracy deltas per seed."""
     runs = []
-    for seed, delta in enumerate(deltas["mca"]):
+    for seed, delta in enumerate(deltas):
         for row, value in (("baseline", 0.5), ("+weights", 0.5 + delta)):
             runs.append({"row": row, "noise": "clean", "seed": seed, "seconds": 1.0,
                          "metrics": {"accuracy": 0.7, "mean_class_accuracy": value, "macro_f1": 0.6}})
@@ -36,7 +36,7 @@ def test_the_interval_is_students_t_over_the_paired_seeds():
     ([0.05], "inconclusive (one seed)"),
 ])
 def test_a_claim_is_judged_by_its_interval(deltas, verdict):
-    paired = ablation.paired_deltas(_runs({"mca": deltas}))
+    paired = ablation.paired_deltas(_runs(deltas))
     (claim,) = [v for v in ablation.verdicts(paired) if v["row"] == "+weights"]
     assert claim["verdict"] == verdict
     assert claim["mean_delta"] == pytest.approx(sum(deltas) / len(deltas))

@@ -104,7 +104,7 @@ def test_the_device_data_path_trains_and_resumes_bit_identically(tiny_data, tmp_
     """train.data_path=device on CPU: the engine takes it (and says why), and a run killed mid-epoch
     resumes to the same weights, as the CPU path does (tests/training/test_engine.py)."""
     from fer_core.training.engine import train
-    from tests.training.test_engine import Recorder, _load
+    from tests.training.test_engine import Recorder, _load, untimed
 
     config = tiny_config(**{"train.checkpoint_every_steps": 3, "train.data_path": "device",
                             "train.sync_every_steps": 1})
@@ -117,8 +117,7 @@ def test_the_device_data_path_trains_and_resumes_bit_identically(tiny_data, tmp_
     resumed = train(config, tiny_data, tmp_path / "killed", export=False)
     a, b = _load(tmp_path / "whole" / "best.pt"), _load(tmp_path / "killed" / "best.pt")
     assert all(torch.equal(a["state_dict"][key], b["state_dict"][key]) for key in a["state_dict"])
-    strip = lambda history: [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in history]  # noqa: E731
-    assert strip(resumed.history) == strip(whole.history)
+    assert untimed(resumed.history) == untimed(whole.history)
     cpu = train(config.override({"train.data_path": "cpu", "train.epochs": 1}), tiny_data, tmp_path / "cpu",
                 export=False)
     assert cpu.history[0]["train_loss"] != whole.history[0]["train_loss"]   # another path, other draws
@@ -129,7 +128,7 @@ def test_checkpoints_between_host_reads_resume_bit_identically(tiny_data, tmp_pa
     at each checkpoint step, so the checkpoint at step 9 carries current sums; killed at step 10 (a
     read), the run resumes from it to the same weights and history as a run never killed."""
     from fer_core.training.engine import train
-    from tests.training.test_engine import Recorder, _load
+    from tests.training.test_engine import Recorder, _load, untimed
 
     config = tiny_config(**{"train.checkpoint_every_steps": 3, "train.sync_every_steps": 5, "train.epochs": 3})
     whole = Recorder()
@@ -142,8 +141,7 @@ def test_checkpoints_between_host_reads_resume_bit_identically(tiny_data, tmp_pa
     resumed = train(config, tiny_data, tmp_path / "killed", export=False)
     a, b = _load(tmp_path / "whole" / "best.pt"), _load(tmp_path / "killed" / "best.pt")
     assert all(torch.equal(a["state_dict"][key], b["state_dict"][key]) for key in a["state_dict"])
-    strip = lambda history: [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in history]  # noqa: E731
-    assert strip(resumed.history) == strip(uninterrupted.history)
+    assert untimed(resumed.history) == untimed(uninterrupted.history)
 
 
 def test_auto_keeps_the_cpu_path_without_cuda_and_device_insists_within_its_budget(tiny_data):
