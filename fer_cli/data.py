@@ -102,8 +102,19 @@ def ingest(fmt, source, dvc_repo, dvc_rev, dvc_path, out_dir, config) -> None:
     if summary["carved_val"]:
         click.echo(f"val carved from train: {summary['carved_val']['total']} images "
                    f"(fraction {summary['carved_val']['fraction']}, seed {summary['carved_val']['seed']})")
+    no_face = summary["dropped"].get("no face", 0)
+    dropped = (f"{summary['num_dropped'] - no_face} dropped by the format's protocol"
+               + (f", {no_face} photos without a face" if no_face else ""))
     click.echo(f"inputs {summary['num_inputs']}, images {summary['num_images']}, rejected {summary['num_rejected']} "
-               f"({summary['num_errors']} errors, {summary['num_dropped']} dropped by the format's protocol)")
+               f"({summary['num_errors']} errors, {dropped})")
+    faces = summary.get("faces") or {}
+    if faces.get("mode") == "detect":
+        click.echo(f"faces: the largest face of each photo aligned to the {faces['template_source']} template "
+                   f"({faces['crop_size']} px, margin {faces['margin']}); boxes and scores in {summary['path']}/faces.csv")
+    elif faces.get("template_source") == "measured":
+        measured = faces["measured_on"]
+        click.echo(f"faces: images taken as aligned; their template measured on {measured['faces']} faces found in "
+                   f"{measured['images']} train images (serving aligns photos to it)")
     if summary["num_rejected"]:
         click.echo(f"reasons: {summary['path']}/rejected.csv")
     click.echo(f"prepared dataset: {summary['path']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -153,11 +154,16 @@ def status(settings, config) -> None:
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--model-name", default=None, help="Default serve.model_name.")
 @click.option("--version", "model_version", default=None, help="A specific model version (default: the default).")
+@click.option("--draw", "draw_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write OUT.png: the image with each face's box, label and uncertainty drawn on it "
+                   "(with several images, OUT-<image name>.png each).")
 @config_options
 @client_options
-def predict(images, model_name, model_version, settings, config) -> None:
+def predict(images, model_name, model_version, draw_path, settings, config) -> None:
     """POST each IMAGE to /predictions/NAME with the bearer key; exit 1 if any answer is an error."""
+    from fer_core.io import atomic_write_bytes
     from fer_core.serving.client import ServeError
+    from fer_core.serving.pictures import draw_answer
     from fer_core.serving.server import client_for
 
     try:
@@ -178,6 +184,15 @@ def predict(images, model_name, model_version, settings, config) -> None:
             fail(f"{settings.inference_url} unreachable: {exc}")
         if answer.ok:
             click.echo(json.dumps({"image": image, **answer.body}))
+            if draw_path:
+                out = Path(draw_path)
+                if len(images) > 1:
+                    out = out.with_name(f"{out.stem}-{Path(image).stem}{out.suffix or '.png'}")
+                picture = draw_answer(data, answer.body)
+                buffer = io.BytesIO()
+                picture.save(buffer, format="PNG")
+                atomic_write_bytes(out, buffer.getvalue())
+                click.echo(f"drew {len(answer.body.get('faces') or [answer.body])} face(s) on {out}", err=True)
         else:
             failures += 1
             message = answer.body.get("message") if isinstance(answer.body, dict) else answer.body

@@ -27,6 +27,14 @@ class DataConfig:
     max_pixels: int = 40_000_000     # refuse larger source images (decompression bombs)
     image_format: str = "auto"       # storage of prepared images: auto (the source's codec), png or jpeg
     png_compress_level: int = 0      # png storage: 0 = stored deflate (fastest, ~25 % larger), 1-9 = zlib
+    # The face step (fer_core/data/faces.py, docs/faces.md); the same settings make the served crops.
+    faces: str = "off"               # off: the images already are aligned faces (RAF-DB); detect: photos, the
+                                     # largest face is aligned to the standard template and stored
+    face_margin: float = 0.2         # the standard template shrunk around the crop centre by 1/(1 + margin)
+    face_min_score: float = 0.5      # detector confidence below which a face is ignored
+    face_detect_side: int = 640      # the detector sees a photo scaled down to this longer side
+    face_template_sample: int = 256  # faces=off: aligned images the dataset's own template is measured on
+                                     # (0 = use the standard template)
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,9 @@ class ServeConfig:
     max_request_bytes: int = 10_485_760
     token_expiration_min: int = 60   # lifetime of TorchServe's inference/management keys (minutes)
     torch_threads: int = 1           # intra-op threads per worker (0 = torch default); scale with workers
+    faces: str = "auto"              # auto: answer every face found, the whole image when none; required: no
+                                     # face is a 422; off: the whole image is one crop (no detection)
+    max_faces: int = 8               # faces answered per image, largest first
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,8 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "data.image_size": (16, 1024), "data.val_fraction": (0.0, 0.9), "data.split_seed": (0, None),
     "data.num_classes": (7, 8), "data.workers": (0, 256), "data.max_pixels": (1, 400_000_000),
     "data.image_format": ("auto", "png", "jpeg"), "data.png_compress_level": (0, 9),
+    "data.faces": ("off", "detect"), "data.face_margin": (0.0, 2.0), "data.face_min_score": (0.05, 1.0),
+    "data.face_detect_side": (32, 4096), "data.face_template_sample": (0, 100_000),
     "synth.scale": (1e-6, 1.0), "synth.image_size": (16, 1024), "synth.seed": (0, None),
     "synth.noise": ("", "noise01", "noise02", "noise03"), "synth.noise_rate": (0.0, 0.99),
     "synth.noise_kind": ("uniform", "confusable"),
@@ -200,7 +213,7 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "serve.grpc_inference_port": _PORT, "serve.grpc_management_port": _PORT, "serve.batch_size": (1, 1024),
     "serve.max_batch_delay_ms": (0, 60_000), "serve.workers": (1, 64), "serve.max_image_pixels": (1, 400_000_000),
     "serve.max_request_bytes": (1, 1 << 30), "serve.token_expiration_min": (1, 525_600),
-    "serve.torch_threads": (0, 256),
+    "serve.torch_threads": (0, 256), "serve.faces": ("auto", "required", "off"), "serve.max_faces": (1, 64),
 }
 
 

@@ -50,6 +50,7 @@ class Sample:
     image_ref: str = ""              # how errors name pixels given in a CSV (FER2013, FERPlus)
     pixels: str = ""                 # FER2013 pixel string (48x48 gray), instead of a file
     box: tuple[int, int, int, int] | None = None  # face crop x, y, width, height (AffectNet)
+    landmarks: tuple[tuple[float, float], ...] | None = None  # five points for data.faces=detect (AffectNet)
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,35 @@ def _affectnet_box(values: dict[str, str]) -> tuple[int, int, int, int] | str:
     return x, y, width, height
 
 
+# AffectNet's 68 points (the iBUG layout) -> the face step's five: the eye centres, the nose tip, the
+# mouth corners (fer_core.data.faces.LANDMARK_NAMES, image-left first).
+IBUG_EYE_LEFT, IBUG_EYE_RIGHT = range(36, 42), range(42, 48)
+IBUG_NOSE_TIP, IBUG_MOUTH_LEFT, IBUG_MOUTH_RIGHT = 30, 48, 54
+
+
+def affectnet_five_points(text: str) -> tuple[tuple[float, float], ...] | None:
+    """facial_landmarks ("x1;y1;...;x68;y68") -> five points, or None when absent or not 68 finite points
+    (the face is then detected instead)."""
+    try:
+        values = [float(value) for value in text.replace(",", ";").split(";") if value.strip()]
+    except ValueError:
+        return None
+    if len(values) != 136 or not all(value == value and abs(value) < 1e7 for value in values):
+        return None
+    points = [(values[2 * i], values[2 * i + 1]) for i in range(68)]
+
+    def centre(indices: range) -> tuple[float, float]:
+        return (sum(points[i][0] for i in indices) / len(indices), sum(points[i][1] for i in indices) / len(indices))
+
+    # +0.5: AffectNet's points are pixel indices; the face step works in continuous coordinates
+    five = (centre(IBUG_EYE_LEFT), centre(IBUG_EYE_RIGHT), points[IBUG_NOSE_TIP], points[IBUG_MOUTH_LEFT],
+            points[IBUG_MOUTH_RIGHT])
+    return tuple((x + 0.5, y + 0.5) for x, y in five)
+
+
 def read_affectnet(root: Path, num_classes: int) -> ReadResult:
-    """`training.csv` (train, val carved) and `validation.csv` (test); codes 0..10; face box cropped."""
+    """`training.csv` (train, val carved) and `validation.csv` (test); codes 0..10; face box cropped, or
+    with data.faces=detect the face aligned from its own landmarks (detected when none are given)."""
     for name in AFFECTNET_FILES:
         _require_file(root, name, "AffectNet")
     image_root = root / AFFECTNET_IMAGE_DIR if (root / AFFECTNET_IMAGE_DIR).is_dir() else root
@@ -263,7 +291,7 @@ def read_affectnet(root: Path, num_classes: int) -> ReadResult:
             result.samples.append(Sample(
                 source=file_name, row=str(line_no), source_id=relative, split=split, label=label,
                 images=((image_root.relative_to(root) / relative).as_posix(),),
-                box=box,
+                box=box, landmarks=affectnet_five_points(values["facial_landmarks"] or ""),
             ))
     return result
 

@@ -37,9 +37,11 @@ from tqdm import tqdm
 
 from fer_core import labels
 from fer_core.config import ConfigError, DataConfig
-from fer_core.data.formats import ERROR, SPLITS, FER2013_SIDE, Rejection, Sample, leaves_root, read_dataset
+from fer_core.data import faces as face_step
+from fer_core.data.formats import DROPPED, ERROR, SPLITS, FER2013_SIDE, Rejection, Sample, leaves_root, read_dataset
 from fer_core.data.images import Decoded, ImageDecodeError, decode
-from fer_core.data.prepared import DATASET_JSON, IMAGES_DIR, MANIFEST, MANIFEST_COLUMNS, REJECTED, REJECTED_COLUMNS
+from fer_core.data.prepared import (DATASET_JSON, FACES, FACES_COLUMNS, IMAGES_DIR, MANIFEST, MANIFEST_COLUMNS,
+                                    REJECTED, REJECTED_COLUMNS)
 from fer_core.data.sources import open_source
 from fer_core.io import PRODUCER_KEY, atomic_dir, atomic_write_text, check_output_dir, write_json
 
@@ -67,6 +69,8 @@ class _Prepared:
     width: int = 0
     height: int = 0
     error: str = ""
+    no_face: bool = False            # data.faces=detect found no face: dropped, not an error
+    face: dict[str, Any] | None = None  # the aligned face's record (FACES_COLUMNS)
 
 
 # --- decoding (runs in worker processes) ---------------------------------------------------------
@@ -96,12 +100,13 @@ def crop_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
 
 
 def load_sample(sample: Sample, root: str | os.PathLike, max_pixels: int,
-                draft_size: int = 0) -> tuple[Image.Image, Decoded | None, bytes]:
+                draft_size: int = 0, crop: bool = True) -> tuple[Image.Image, Decoded | None, bytes]:
     """The sample's RGB pixels (before resizing), how its file decoded, and the file's bytes.
 
     The Decoded and the bytes are None and b"" for pixels given in a CSV and for a cropped face box:
     only a whole file can be stored as it is. `draft_size` lets a large JPEG without a face box decode
-    straight at a reduced scale (see images.decode). ImageDecodeError naming the file on failure.
+    straight at a reduced scale (see images.decode). `crop=False`: the whole photo, face box ignored
+    (the face step aligns from landmarks instead). ImageDecodeError naming the file on failure.
     """
     if sample.pixels or not sample.images:
         try:
@@ -120,7 +125,7 @@ def load_sample(sample: Sample, root: str | os.PathLike, max_pixels: int,
             raise ImageDecodeError(f"{relative}: cannot read: {exc.strerror}") from None
         try:
             decoded = decode(data, max_pixels=max_pixels, draft_size=0 if sample.box else draft_size)
-            if sample.box:
+            if sample.box and crop:
                 return crop_box(decoded.image, sample.box), None, b""
             return decoded.image, decoded, data
         except ImageDecodeError as exc:
@@ -215,17 +220,50 @@ def write_new_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
+def face_crop(sample: Sample, root: str, max_pixels: int,
+              settings: face_step.FaceSettings) -> tuple[Image.Image | None, dict[str, Any] | str]:
+    """data.faces=detect: the sample's largest face aligned to the template, and its record; or None and
+    why no face was found. The photo is decoded whole (no draft scaling), as the server decodes it, so
+    the stored crop is the served crop. A sample with its own plausible landmarks (AffectNet) is aligned
+    from them; without (or with points outside the photo) its face is detected."""
+    image = load_sample(sample, root, max_pixels, crop=False)[0]
+    if sample.landmarks is not None and face_step.plausible_landmarks(sample.landmarks, *image.size):
+        crop = face_step.align(image, sample.landmarks, settings)
+        return crop, {"found": "given", "score": "", "box": "", "landmarks": sample.landmarks}
+    try:
+        faces = face_step.detect(image, settings)
+    except face_step.DetectorError as exc:
+        raise ImageDecodeError(str(exc)) from None
+    if not faces:
+        return None, (f"no face found (detector {settings.detector}, score >= {settings.min_score}, "
+                      f"photo {image.width}x{image.height} seen at <= {settings.detect_side} px)")
+    face = faces[0]
+    record = {"found": len(faces), "score": round(face.score, 3),
+              "box": " ".join(str(v) for v in face.box_pixels(image.width, image.height)),
+              "landmarks": face.landmarks}
+    return face_step.align(image, face.landmarks, settings), record
+
+
 def prepare_one(job: _Job, *, root: str, out: str, image_size: int, image_format: str, max_pixels: int,
-                png_level: int = PNG_ZLIB_LEVEL) -> _Prepared:
+                png_level: int = PNG_ZLIB_LEVEL, faces: face_step.FaceSettings | None = None) -> _Prepared:
     """Decode, crop, resize to a square, encode and write one sample; an error becomes a reason.
 
     A source file that already is a storage-ready image (`can_store_as_is`) is stored byte for byte,
     after the same full decode that verifies every other input. A JPEG at least twice the storage
     size decodes at a reduced DCT scale first (libjpeg's draft mode), then resizes as any other.
-    The sha256 is always of the bytes written.
+    With `faces` (data.faces=detect) the stored image is the aligned crop of the largest face
+    (`face_crop`). The sha256 is always of the bytes written.
     """
+    face = None
     try:
-        image, decoded, source_bytes = load_sample(job.sample, root, max_pixels, draft_size=image_size)
+        if faces is not None:
+            image, found = face_crop(job.sample, root, max_pixels, faces)
+            if image is None:
+                return _Prepared(error=f"{job.sample.images[0] if job.sample.images else job.sample.source_id}: "
+                                       f"{found}", no_face=True)
+            decoded, source_bytes, face = None, b"", found
+        else:
+            image, decoded, source_bytes = load_sample(job.sample, root, max_pixels, draft_size=image_size)
     except ImageDecodeError as exc:
         return _Prepared(error=str(exc))
     if can_store_as_is(decoded, image_size, image_format):
@@ -237,7 +275,7 @@ def prepare_one(job: _Job, *, root: str, out: str, image_size: int, image_format
     # its class folder was made by the main process; inside atomic_dir's temporary folder, which is
     # the atomic unit as a whole
     write_new_file(os.path.join(out, job.path), data)
-    return _Prepared(sha256=hashlib.sha256(data).hexdigest(), width=image.width, height=image.height)
+    return _Prepared(sha256=hashlib.sha256(data).hexdigest(), width=image.width, height=image.height, face=face)
 
 
 def _prepare_chunk(jobs: list[_Job], **settings: Any) -> list[_Prepared]:
@@ -245,7 +283,7 @@ def _prepare_chunk(jobs: list[_Job], **settings: Any) -> list[_Prepared]:
 
 
 def _prepare_all(jobs: list[_Job], *, root: Path, out: Path, config: DataConfig, fmt: str,
-                 progress: bool) -> Iterator[_Prepared]:
+                 progress: bool, faces: face_step.FaceSettings | None = None) -> Iterator[_Prepared]:
     """Results in job order, prepared by `config.workers` threads or processes (0 = one per core).
 
     With up to THREAD_WORKERS workers, image files go to threads: reading, libjpeg/zlib decoding,
@@ -257,7 +295,7 @@ def _prepare_all(jobs: list[_Job], *, root: Path, out: Path, config: DataConfig,
     """
     settings = dict(root=str(root), out=str(out), image_size=config.image_size,
                     image_format=config.image_format.lower(), max_pixels=config.max_pixels,
-                    png_level=config.png_compress_level)
+                    png_level=config.png_compress_level, faces=faces)
     workers = config.workers or os.cpu_count() or 1
     bar = tqdm(total=len(jobs), desc=f"ingest {fmt}", unit="img", disable=not progress, leave=False)
     with bar:
@@ -360,6 +398,38 @@ def storage_format(fmt: str, image_format: str) -> str:
     return AUTO_FORMATS.get(fmt, "png") if image_format == "auto" else image_format
 
 
+NO_FACE = "no face"
+
+
+def _template_sample(rows: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """Up to `size` train rows spread evenly over the sorted train split (deterministic)."""
+    train = [row for row in rows if row["split"] == "train"]
+    if size <= 0 or not train:
+        return []
+    step = max(1, len(train) // size)
+    return train[::step][:size]
+
+
+def _faces_record(folder: Path, rows: list[dict[str, Any]], config: DataConfig,
+                  standard: face_step.FaceSettings, detect: bool, face_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """dataset.json's `faces`: the FaceSettings the stored crops follow (training copies them into the
+    model's meta.json, and serving aligns faces with them) and how they were obtained.
+
+    detect: the standard template, and how many crops came from detected faces or given landmarks.
+    off: the images are taken as already aligned; their template is measured (the mean landmarks on a
+    sample of train images), so a photo served to a model of this dataset is cropped as its images were.
+    Too few faces found: the standard template, and the record says so."""
+    if detect:
+        given = sum(1 for row in face_rows if row["found"] == "given")
+        return {"mode": "detect", **standard.to_dict(),
+                "crops": {"detected": len(face_rows) - given, "given_landmarks": given}}
+    sample = _template_sample(rows, config.face_template_sample)
+    images = (Image.open(folder / row["path"]).convert("RGB") for row in sample)
+    template, measured = face_step.measure_template(images, standard) if sample else (None, {"images": 0, "faces": 0})
+    settings = standard if template is None else face_step.settings_for(config, template)
+    return {"mode": "off", **settings.to_dict(), "measured_on": measured}
+
+
 def _check_config(config: DataConfig) -> None:
     labels.class_names(config.num_classes)
     if config.image_format.lower() not in (*IMAGE_FORMATS, "auto"):
@@ -383,6 +453,8 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
     """
     _check_config(config)
     config = replace(config, image_format=storage_format(fmt, config.image_format))
+    detect = config.faces == "detect"
+    face_settings = face_step.settings_for(config)
     # before anything is read: never replace a folder we did not make, never write into the source
     out = check_output_dir(out_dir, producer=PRODUCER, marker=MARKER, sources=(source,))
     names = labels.class_names(config.num_classes)
@@ -394,12 +466,22 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
             for folder in sorted({job.path.rpartition("/")[0] for job in jobs}):
                 (tmp / folder).mkdir(parents=True, exist_ok=True)
             rows: list[dict[str, Any]] = []
+            face_rows: list[dict[str, Any]] = []
             for job, prepared in zip(jobs, _prepare_all(jobs, root=root, out=tmp, config=config, fmt=fmt,
-                                                        progress=progress)):
+                                                        progress=progress, faces=face_settings if detect else None)):
                 sample = job.sample
+                if prepared.no_face:
+                    read.dropped[NO_FACE] += 1
+                    rejections.append(Rejection(sample.source, sample.row, DROPPED, prepared.error))
+                    continue
                 if prepared.error:
                     rejections.append(Rejection(sample.source, sample.row, ERROR, prepared.error))
                     continue
+                if prepared.face is not None:
+                    face = prepared.face
+                    face_rows.append({"path": job.path, "source_id": sample.source_id, "found": face["found"],
+                                      "score": face["score"], "box": face["box"],
+                                      "landmarks": " ".join(f"{x:.1f} {y:.1f}" for x, y in face["landmarks"])})
                 rows.append({"path": job.path, "label": sample.label, "label_name": names[sample.label],
                              "split": sample.split, "source_id": sample.source_id, "sha256": prepared.sha256,
                              "width": prepared.width, "height": prepared.height})
@@ -407,6 +489,7 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
             if "val" not in read.native_splits and any(row["split"] == "train" for row in rows):
                 carved = carve_val(rows, config.val_fraction, config.split_seed)
             rows.sort(key=lambda row: (SPLITS.index(row["split"]), row["path"]))
+            faces_record = _faces_record(tmp, rows, config, face_settings, detect, face_rows)
             rejections.sort(key=_row_order)
             if read.num_inputs != len(rows) + len(rejections):  # a bug, never a data problem
                 raise RuntimeError(f"ingest lost inputs: {read.num_inputs} read, {len(rows)} kept + "
@@ -421,10 +504,13 @@ def ingest(fmt: str, source: str | os.PathLike, out_dir: str | os.PathLike, conf
                 "image_format": config.image_format, "counts": counts, "num_inputs": read.num_inputs,
                 "num_images": len(rows), "num_rejected": len(rejections), "num_errors": kinds[ERROR],
                 "num_dropped": len(rejections) - kinds[ERROR], "carved_val": carved,
-                "dropped": dict(sorted(read.dropped.items())),
+                "dropped": dict(sorted(read.dropped.items())), "faces": faces_record,
             }
             _write_csv(tmp / MANIFEST, MANIFEST_COLUMNS, rows)
             _write_csv(tmp / REJECTED, REJECTED_COLUMNS,
                        ({"source": r.source, "row": r.row, "kind": r.kind, "reason": r.reason} for r in rejections))
+            if detect:
+                face_rows.sort(key=lambda row: row["path"])
+                _write_csv(tmp / FACES, FACES_COLUMNS, face_rows)
             write_json(tmp / DATASET_JSON, summary)
     return {**summary, "path": str(out)}

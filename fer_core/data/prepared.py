@@ -8,6 +8,7 @@ A prepared dataset is one folder:
     dataset.json        class names, counts, the format and settings it was made with
     data_version.json   where it came from (source, DVC repo/rev/md5) and the manifest's sha256
     synth_truth.csv     only for `fer data synth` sets: each image's clean label, flip, intensity, partner
+    faces.csv           only with data.faces=detect: the face each stored crop was aligned from
 
 This module owns those names, the columns, the typed row and the one reader of manifest.csv
 (`read_manifest`), the class names, the split counts, the data version and the truth sidecar. The
@@ -33,11 +34,15 @@ REJECTED = "rejected.csv"
 IMAGES_DIR = "images"
 DATA_VERSION = "data_version.json"
 TRUTH = "synth_truth.csv"
+FACES = "faces.csv"
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_name", "split", "source_id", "sha256", "width", "height")
 REJECTED_COLUMNS: tuple[str, ...] = ("source", "row", "kind", "reason")
 TRUTH_COLUMNS: tuple[str, ...] = ("name", "split", "label", "clean_label", "flipped", "intensity", "label_name",
                                   "clean_label_name", "cue_partner")
+# found: faces the detector found in the photo ("given": the dataset's own landmarks); box: x y width height
+# of the aligned face in the photo's pixels; landmarks: five "x y" pairs (fer_core.data.faces.LANDMARK_NAMES)
+FACES_COLUMNS: tuple[str, ...] = ("path", "source_id", "found", "score", "box", "landmarks")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 

@@ -1,4 +1,5 @@
-"""TorchServe handler for the exported FER model: image bytes in, label + probabilities + uncertainty out.
+"""TorchServe handler for the exported FER model: image bytes in, every face's label, probabilities and
+uncertainty out (the face step of fer_core.data.faces, as the training crops were made).
 
 Thin on purpose: it subclasses TorchServe's BaseHandler and overrides only what differs (loading
 model.safetensors into the network meta.json describes, never a pickle or a .pt2; decoding any image
@@ -52,6 +53,9 @@ class FerHandler(BaseHandler):
             # really gets spin at barriers (measured: 2 threads 50x slower than 1 on a busy 2-core host).
             torch.set_num_threads(threads)
         self.max_image_pixels = int(handler_config.get("max_image_pixels", inference.DEFAULT_MAX_IMAGE_PIXELS))
+        # the face step follows the model's meta.json (how its training crops were made)
+        self.policy = inference.face_policy(self.meta, str(handler_config.get("faces", "auto")),
+                                            int(handler_config.get("max_faces", 8)), threads)
         self.model_name = self.manifest["model"].get("modelName") or getattr(context, "model_name", "")
         self.model_version = str(self.manifest["model"].get("modelVersion", ""))
         self._warm_up(int(properties.get("batch_size") or 1))
@@ -68,7 +72,7 @@ class FerHandler(BaseHandler):
                 self.model(torch.zeros(rows, 3, size, size, device=self.device))
 
     def preprocess(self, data: list[Any]) -> inference.PreparedBatch:
-        return inference.prepare_batch(data, self.transform, self.max_image_pixels)
+        return inference.prepare_batch(data, self.transform, self.max_image_pixels, self.policy)
 
     def inference(self, data: inference.PreparedBatch, *args, **kwargs):
         probabilities, uncertainty = inference.run_model(self.model, data, self.device)

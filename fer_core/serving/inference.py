@@ -16,6 +16,9 @@ from typing import Any, Callable, Sequence
 import torch
 from PIL import Image
 
+from fer_core.data.faces import DetectorError, FaceError, FaceSettings
+from fer_core.data.faces import align as align_face
+from fer_core.data.faces import detect as detect_faces
 from fer_core.data.images import ImageDecodeError, decode_image
 from fer_core.model.export import WEIGHTS_FILE as MODEL_FILE  # what is served: tensors only
 
@@ -111,19 +114,87 @@ def request_bytes(item: Any) -> bytes:
     )
 
 
+@dataclass(frozen=True)
+class FacePolicy:
+    """How a request's image becomes crops: serve.faces, serve.max_faces and the model's FaceSettings."""
+
+    mode: str = "auto"            # auto | required | off
+    max_faces: int = 8
+    settings: FaceSettings = field(default_factory=FaceSettings)
+    threads: int = 1              # the detector's threads (serve.torch_threads; 0 = its default)
+
+    def __post_init__(self) -> None:
+        if self.mode not in FACE_MODES:
+            raise ValueError(f"serve.faces {self.mode!r} is not one of {', '.join(FACE_MODES)}")
+        if not 1 <= int(self.max_faces) <= 64:
+            raise ValueError(f"serve.max_faces must lie in [1, 64], got {self.max_faces}")
+
+
+FACE_MODES = ("auto", "required", "off")
+
+
+def face_policy(meta: dict[str, Any], mode: str = "auto", max_faces: int = 8, threads: int = 1) -> FacePolicy:
+    """The policy for a model: its meta.json `faces` record says how its training crops were made (a
+    model from before the face step gets the standard template at 100 px)."""
+    record = meta.get("faces")
+    settings = FaceSettings.from_dict(record) if record else FaceSettings()
+    return FacePolicy(mode=mode, max_faces=int(max_faces), settings=settings, threads=int(threads))
+
+
 @dataclass
 class PreparedBatch:
-    """The decodable items of a batch, stacked, plus the error answer of every other item."""
+    """The crops of a batch's decodable items, stacked, plus the error answer of every other item.
+
+    An item gives one row per face found (largest first, up to max_faces), or one row of the whole
+    image when no face was found (auto) or detection is off."""
 
     size: int
     tensor: torch.Tensor | None = None
-    indices: list[int] = field(default_factory=list)  # batch position of each row of `tensor`
+    indices: list[int] = field(default_factory=list)      # batch position of each row of `tensor`
+    faces: list[dict[str, Any]] = field(default_factory=list)  # each row's face: box, landmarks, score, detected
+    found: dict[int, int] = field(default_factory=dict)   # batch position -> faces the detector found
     errors: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
+def image_crops(image: Image.Image, policy: FacePolicy) -> tuple[list[tuple[Image.Image, dict[str, Any]]], int]:
+    """The crops to classify for one decoded image, each with its face record, and the number of faces
+    found. Raises FaceRequestError (a 422 answer) when serve.faces=required finds none or the detector fails."""
+    width, height = image.size
+    crops: list[tuple[Image.Image, dict[str, Any]]] = []
+    found = 0
+    if policy.mode != "off":
+        try:
+            faces = detect_faces(image, policy.settings, policy.threads)
+        except DetectorError as exc:
+            raise FaceRequestError(str(exc), "FaceDetectionFailed") from None
+        found = len(faces)
+        for face in faces[:policy.max_faces]:
+            try:
+                crop = align_face(image, face.landmarks, policy.settings)
+            except FaceError:  # degenerate landmarks: nothing to align, the face is skipped
+                continue
+            crops.append((crop, {"detected": True, **face.to_json(width, height)}))
+    if not crops:
+        if policy.mode == "required":
+            raise FaceRequestError(f"no face found in the {width}x{height} image (serve.faces=required; detector "
+                                   f"{policy.settings.detector}, score >= {policy.settings.min_score})", "NoFace")
+        crops.append((image, {"detected": False, "box": [0, 0, width, height], "landmarks": None, "score": None}))
+    return crops, found
+
+
+class FaceRequestError(ValueError):
+    """A request the face step cannot answer: a 422 with `kind` as its type."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def prepare_batch(items: Sequence[Any], transform: Callable[[Image.Image], torch.Tensor],
-                  max_image_pixels: int) -> PreparedBatch:
-    """Decode every item on its own: a bad one becomes a 400 answer, the others still run."""
+                  max_image_pixels: int, policy: FacePolicy | None = None) -> PreparedBatch:
+    """Decode every item on its own and crop its faces: a bad one becomes a 4xx answer, the others still
+    run. `policy` None: the whole image is one crop (serve.faces=off)."""
+    policy = policy or FacePolicy(mode="off")
     batch = PreparedBatch(size=len(items))
     rows = []
     for index, item in enumerate(items):
@@ -132,8 +203,16 @@ def prepare_batch(items: Sequence[Any], transform: Callable[[Image.Image], torch
         except ImageDecodeError as exc:
             batch.errors[index] = error_body(400, str(exc))
             continue
-        rows.append(transform(image))
-        batch.indices.append(index)
+        try:
+            crops, found = image_crops(image, policy)
+        except FaceRequestError as exc:
+            batch.errors[index] = error_body(422, str(exc), exc.kind)
+            continue
+        batch.found[index] = found
+        for crop, face in crops:
+            rows.append(transform(crop))
+            batch.indices.append(index)
+            batch.faces.append(face)
     if rows:
         batch.tensor = torch.stack(rows)
     return batch
@@ -141,7 +220,7 @@ def prepare_batch(items: Sequence[Any], transform: Callable[[Image.Image], torch
 
 def run_model(model: torch.nn.Module, batch: PreparedBatch,
               device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(probabilities [N,K], uncertainty [N]) on CPU for the decodable rows, or (None, None)."""
+    """(probabilities [N,K], uncertainty [N]) on CPU for the rows of the batch, or (None, None)."""
     if batch.tensor is None:
         return None, None
     with torch.inference_mode():
@@ -152,39 +231,48 @@ def run_model(model: torch.nn.Module, batch: PreparedBatch,
 
 def build_answers(batch: PreparedBatch, probabilities: torch.Tensor | None, uncertainty: torch.Tensor | None,
                   class_names: Sequence[str], model_name: str, model_version: str) -> list[dict[str, Any]]:
-    """One JSON answer per item, in batch order: a prediction or the item's error."""
+    """One JSON answer per item, in batch order: its faces, largest first, each with its prediction; the
+    first face's prediction also at the top level (label, probabilities, uncertainty); or the item's error."""
     answers: list[dict[str, Any]] = [{} for _ in range(batch.size)]
     for row, index in enumerate(batch.indices):
         probs = probabilities[row].tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
-        answers[index] = {
-            "label": class_names[best],
-            "probabilities": dict(zip(class_names, probs)),
-            "uncertainty": float(uncertainty[row]),
-            "model_name": model_name,
-            "model_version": model_version,
-        }
+        face = {**batch.faces[row], "label": class_names[best], "probabilities": dict(zip(class_names, probs)),
+                "uncertainty": float(uncertainty[row])}
+        answer = answers[index]
+        if not answer:
+            answer.update({"label": face["label"], "probabilities": face["probabilities"],
+                           "uncertainty": face["uncertainty"], "faces": [], "faces_found": batch.found.get(index, 0),
+                           "model_name": model_name, "model_version": model_version})
+        answer["faces"].append(face)
     for index, error in batch.errors.items():
         answers[index] = error
     return answers
 
 
 class LocalPredictor:
-    """The handler's path in-process (no TorchServe): same decoding, transform, model and answers."""
+    """The handler's path in-process (no TorchServe): same decoding, face step, transform, model and answers."""
 
     def __init__(self, model_dir: str | Path, *, model_name: str = "fer", model_version: str = "local",
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, device: str = "cpu") -> None:
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, device: str = "cpu", faces: str = "auto",
+                 max_faces: int = 8, threads: int = 1) -> None:
         model_dir = Path(model_dir)
         self.device = torch.device(device)
         self.meta = load_meta(model_dir / META_FILE)
         self.model = load_model(model_dir / MODEL_FILE, self.meta, self.device)
         self.transform = build_eval_transform(self.meta)
+        self.policy = face_policy(self.meta, faces, max_faces, threads)
         self.class_names = list(self.meta["class_names"])
         self.model_name, self.model_version = model_name, model_version
         self.max_image_pixels = max_image_pixels
 
+    def crops(self, image: bytes) -> list[tuple[Image.Image, dict[str, Any]]]:
+        """The crops the model would see for one request body, with their face records (for parity checks
+        and pictures); ImageDecodeError / FaceRequestError as the answer's 4xx would say."""
+        return image_crops(decode_image(request_bytes(image), max_pixels=self.max_image_pixels), self.policy)[0]
+
     def predict(self, images: Sequence[bytes]) -> list[dict[str, Any]]:
-        batch = prepare_batch(list(images), self.transform, self.max_image_pixels)
+        batch = prepare_batch(list(images), self.transform, self.max_image_pixels, self.policy)
         probabilities, uncertainty = run_model(self.model, batch, self.device)
         return build_answers(batch, probabilities, uncertainty, self.class_names, self.model_name,
                              self.model_version)

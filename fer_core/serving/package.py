@@ -140,14 +140,15 @@ def resolve_registry(model_uri: str, dst_dir: str | Path, tracking_uri: str | No
 
 
 def model_config_yaml(serve: ServeConfig) -> str:
-    """TorchServe's per-model config: batching, workers, and the handler's pixel limit."""
+    """TorchServe's per-model config: batching, workers, and the handler's limits and face step."""
     config = {
         "minWorkers": serve.workers,
         "maxWorkers": serve.workers,
         "batchSize": serve.batch_size,
         "maxBatchDelay": serve.max_batch_delay_ms,
         "responseTimeout": 120,
-        "handler": {"max_image_pixels": serve.max_image_pixels, "torch_threads": serve.torch_threads},
+        "handler": {"max_image_pixels": serve.max_image_pixels, "torch_threads": serve.torch_threads,
+                    "faces": serve.faces, "max_faces": serve.max_faces},
     }
     return yaml.safe_dump(config, sort_keys=True)
 

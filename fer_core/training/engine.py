@@ -36,7 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 from fer_core.config import Config
 from fer_core.data.dataset import EpochBatchSampler, FERDataset
 from fer_core.data.device_data import DeviceAugment, DeviceBatchLoader, DeviceImageCache, fits_on_device
-from fer_core.data.prepared import MANIFEST, train_counts
+from fer_core.data.faces import FaceSettings
+from fer_core.data.prepared import MANIFEST, read_info, train_counts
 from fer_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform_from_config
 from fer_core.io import remove_stale_temps, write_json
 from fer_core.model import build_model, count_parameters
@@ -79,9 +80,13 @@ def _num_classes(train_set: FERDataset, config: Config) -> int:
 
 
 def make_meta(config: Config, class_names: Sequence[str], best_epoch: int, best_metrics: dict[str, float],
-              class_weights: Sequence[float]) -> dict[str, Any]:
-    """What serving, evaluation and the registry need to use the model without the training code."""
+              class_weights: Sequence[float], faces: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What serving, evaluation and the registry need to use the model without the training code.
+
+    `faces`: the training data's face record (dataset.json `faces`: how its crops were made), which
+    serving follows to crop faces out of photos; None for data prepared before the face step."""
     return {
+        "faces": faces,
         "class_names": list(class_names),
         "num_classes": len(class_names),
         "image_size": config.train.image_size,
@@ -147,6 +152,9 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     val_set = FERDataset(data_dir, "val", eval_transform(cfg.image_size), cache_mb=cfg.cache_images_mb)
     num_classes = _num_classes(train_set, config)
     class_names = train_set.class_names
+    faces = read_info(data_dir).get("faces")
+    if faces is not None:
+        FaceSettings.from_dict(faces)  # a broken record fails here, not in the server
     if len(train_set) < 2 * info.world_size:
         raise ValueError(f"{data_dir / MANIFEST}: {len(train_set)} train images are too few for "
                          f"{info.world_size} process(es) (BatchNorm needs >= 2 per batch)")
@@ -267,7 +275,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
             if improved:
                 save_torch({"state_dict": cpu_state_dict(model),
                             "meta": make_meta(config, class_names, epoch + 1, state.best_metrics,
-                                              class_weights.tolist())}, best_path)
+                                              class_weights.tolist(), faces)}, best_path)
             logger.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f mca %.4f%s (%.1fs)",
                         epoch + 1, cfg.epochs, entry["train_loss"], entry["train_accuracy"], entry["val_loss"],
                         entry["val_accuracy"], entry["val_mean_class_accuracy"], " *" if improved else "", seconds)

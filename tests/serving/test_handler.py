@@ -58,7 +58,13 @@ def test_prediction_schema_and_values(served, run_dir, good_images):
     handler, context = served
     [answer] = handle(handler, context, [good_images["rgb_png"]])
     assert context.get_response_status(0) == (200, None)
-    assert set(answer) == {"label", "probabilities", "uncertainty", "model_name", "model_version"}
+    assert set(answer) == {"label", "probabilities", "uncertainty", "faces", "faces_found", "model_name",
+                           "model_version"}
+    # a test pattern has no face: under serve.faces=auto the whole image is the one crop, said plainly
+    [face] = answer["faces"]
+    assert face["detected"] is False and face["box"] == [0, 0, 48, 40] and answer["faces_found"] == 0
+    assert {key: face[key] for key in ("label", "probabilities", "uncertainty")} == {
+        key: answer[key] for key in ("label", "probabilities", "uncertainty")}
     assert list(answer["probabilities"]) == list(CLASS_NAMES_7)
     assert math.isclose(sum(answer["probabilities"].values()), 1.0, rel_tol=1e-5)
     assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
@@ -147,3 +153,84 @@ def test_meta_missing_keys_named(tmp_path):
     (tmp_path / "meta.json").write_text('{"class_names": ["a"]}')
     with pytest.raises(ValueError, match="image_size"):
         load_meta(tmp_path / "meta.json")
+
+
+# --- photos: the face step in the handler ------------------------------------------------------------
+
+def _handler(run_dir, faces: str = "auto", max_faces: int = 8) -> tuple[FerHandler, Context]:
+    context = make_context(run_dir)
+    context.model_yaml_config = {"handler": {"max_image_pixels": 20_000_000, "faces": faces,
+                                             "max_faces": max_faces, "torch_threads": 1}}
+    handler = FerHandler()
+    handler.initialize(context)
+    return handler, context
+
+
+def test_a_group_photo_is_answered_face_by_face_largest_first(run_dir):
+    from tests import photos as P
+
+    handler, context = _handler(run_dir)
+    group = P.group_photo()
+    [answer] = handle(handler, context, [P.jpeg(group.image)])
+    assert context.get_response_status(0)[0] == 200
+    assert answer["faces_found"] == 3 and len(answer["faces"]) == 3
+    for face, truth in zip(answer["faces"], group.faces):
+        assert face["detected"] is True and P.overlap(face["box"], truth) > 0.7
+        assert len(face["landmarks"]) == 5 and 0.5 <= face["score"] <= 1
+        assert math.isclose(sum(face["probabilities"].values()), 1.0, rel_tol=1e-5)
+    first = answer["faces"][0]
+    assert (answer["label"], answer["probabilities"], answer["uncertainty"]) == (
+        first["label"], first["probabilities"], first["uncertainty"])
+    # serve.max_faces caps the faces answered, not the count found
+    capped, context = _handler(run_dir, max_faces=2)
+    [answer] = handle(capped, context, [P.jpeg(group.image)])
+    assert answer["faces_found"] == 3 and [face["box"] for face in answer["faces"]] == [
+        face["box"] for face in handle(handler, context, [P.jpeg(group.image)])[0]["faces"][:2]]
+
+
+def test_required_answers_422_for_a_photo_without_a_face_and_serves_the_rest_of_the_batch(run_dir):
+    from tests import photos as P
+
+    handler, context = _handler(run_dir, faces="required")
+    wall = P.jpeg(P.no_face_photos()["wall"])
+    answers = handle(handler, context, [P.jpeg(P.portrait()), wall, P.png(P.portrait().convert("L"))])
+    assert [context.get_response_status(i)[0] for i in range(3)] == [200, 422, 200]
+    assert answers[1]["type"] == "NoFace" and "no face found in the 400x300 image" in answers[1]["message"]
+    assert answers[0]["faces"][0]["detected"] and answers[2]["faces"][0]["detected"]
+    # auto: the same photo is classified whole and says so; off: no detection at all
+    auto, context = _handler(run_dir, faces="auto")
+    [answer] = handle(auto, context, [wall])
+    assert answer["faces"][0]["detected"] is False and answer["faces"][0]["box"] == [0, 0, 400, 300]
+    off, context = _handler(run_dir, faces="off")
+    [answer] = handle(off, context, [P.jpeg(P.portrait())])
+    assert answer["faces"][0]["detected"] is False and answer["faces_found"] == 0
+
+
+def test_a_detector_failure_is_a_422_for_that_image_not_a_dead_worker(run_dir, monkeypatch):
+    import yuface.yuface
+
+    from tests import photos as P
+
+    handler, context = _handler(run_dir)
+    photo = P.jpeg(P.portrait())
+    real = yuface.yuface.detect
+    calls = []
+
+    def flaky(image):
+        calls.append(image.shape)
+        if len(calls) == 1:
+            raise RuntimeError("simulated failure inside the detector")
+        return real(image)
+
+    monkeypatch.setattr(yuface.yuface, "detect", flaky)
+    answers = handle(handler, context, [photo, photo])
+    assert [context.get_response_status(i)[0] for i in range(2)] == [422, 200]
+    assert answers[0]["type"] == "FaceDetectionFailed" and "simulated failure" in answers[0]["message"]
+    assert answers[1]["faces"][0]["detected"] is True
+
+
+def test_a_bad_face_setting_in_the_archive_fails_at_load(run_dir):
+    with pytest.raises(ValueError, match="serve.faces"):
+        _handler(run_dir, faces="sometimes")
+    with pytest.raises(ValueError, match="serve.max_faces"):
+        _handler(run_dir, max_faces=0)

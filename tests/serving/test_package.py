@@ -48,7 +48,7 @@ def test_mar_contents(mar_pair, run_dir):
         model_config = yaml.safe_load(archive.read("model-config.yaml"))
     assert model_config["batchSize"] == 4 and model_config["maxBatchDelay"] == 15
     assert model_config["minWorkers"] == model_config["maxWorkers"] == 2
-    assert model_config["handler"] == {"max_image_pixels": 123456, "torch_threads": 1}
+    assert model_config["handler"] == {"max_image_pixels": 123456, "torch_threads": 1, "faces": "auto", "max_faces": 8}
     manifest = read_mar_manifest(mar)["model"]
     assert manifest["modelName"] == "fer" and manifest["modelVersion"] == source.model_version
     assert manifest["serializedFile"] == "model.safetensors" and manifest["handler"] == "handler.py"

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from click.testing import CliRunner
+from PIL import Image
 
 from fer_cli.main import cli
 from fer_core.config import ServeConfig
@@ -179,6 +180,19 @@ def test_cli_against_running_server(server, good_images, bad_images, tmp_path, m
     ok = runner.invoke(cli, ["serve", "predict", str(good), *ports])
     assert ok.exit_code == 0, ok.output
     assert f'"model_version": "{version}"' in ok.output
+    # --draw: the answer drawn on the photo, the photo's size, one face box
+    from tests import photos as P
+
+    photo, drawn = tmp_path / "portrait.jpg", tmp_path / "answer.png"
+    photo.write_bytes(P.jpeg(P.portrait()))
+    shown = runner.invoke(cli, ["serve", "predict", str(photo), "--draw", str(drawn), *ports])
+    assert shown.exit_code == 0, shown.output
+    assert f"drew 1 face(s) on {drawn}" in shown.output
+    original = Image.open(photo).convert("RGB")
+    with Image.open(drawn) as picture:
+        assert picture.format == "PNG" and picture.size == (512, 600)
+        assert picture.getpixel((10, 590)) == original.getpixel((10, 590))  # the photo, drawn on near the face only
+        assert picture.getpixel((182, 250)) != original.getpixel((182, 250))  # the box's left edge
     mixed = runner.invoke(cli, ["serve", "predict", str(good), str(bad), *ports])
     assert mixed.exit_code == 1
     assert "broken.jpg: HTTP 400: truncated or corrupt" in mixed.output
@@ -396,3 +410,33 @@ def test_a_deploy_renews_an_expired_management_key(server):
     report = deploy_model(mar, settings.management_url, "", "fer", key_file=settings.key_file)
     assert report["model_version"] in served
     assert read_keys(settings.key_file).management not in (dead, "")
+
+
+def test_real_photos_are_answered_face_by_face_and_the_server_keeps_serving(server, client, run_dir):
+    """Real photos through a real TorchServe: the box lies on the face, faces come largest first, a photo
+    without a face is classified whole (serve.faces=auto), and nothing a user sends stops the server."""
+    from PIL import Image
+
+    from tests import photos as P
+
+    _, version, _ = server
+    local = LocalPredictor(run_dir, model_name="fer", model_version=version, max_image_pixels=PIXEL_LIMIT)
+    portrait = client.predict("fer", P.jpeg(P.portrait()))
+    assert portrait.status == 200
+    [face] = portrait.body["faces"]
+    assert face["detected"] is True and P.overlap(face["box"], P.PORTRAIT_FACE) > 0.8
+    # the same face step as in-process (the served version may have been swapped by now: boxes only)
+    assert [face["box"] for face in local.predict([P.jpeg(P.portrait())])[0]["faces"]] == [face["box"]]
+    group = P.group_photo()
+    answer = client.predict("fer", P.jpeg(group.image)).body
+    assert [P.overlap(face["box"], truth) > 0.7 for face, truth in zip(answer["faces"], group.faces)] == [True] * 3
+    for name, photo in P.no_face_photos().items():
+        answer = client.predict("fer", P.png(photo))
+        assert answer.status == 200 and answer.body["faces"][0]["detected"] is False, name
+    gray = client.predict("fer", P.png(P.portrait().convert("L")))
+    assert gray.status == 200 and gray.body["faces"][0]["detected"] is True
+    tiny = client.predict("fer", P.png(Image.new("RGB", (3, 3))))
+    assert tiny.status == 200 and tiny.body["faces"][0]["box"] == [0, 0, 3, 3]
+    huge = client.predict("fer", P.jpeg(P.portrait().resize((1200, 1000))))  # over this server's 1 Mpx
+    assert huge.status == 400 and "too large" in huge.body["message"]
+    assert client.predict("fer", P.jpeg(P.portrait())).status == 200
