@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -15,6 +16,24 @@ from typing import Any, get_type_hints
 import yaml
 
 DEFAULT_PARAMS = "params.yaml"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true/false. YAML 1.1 (PyYAML's default) also
+    reads on/off/yes/no as booleans, so `faces: off` would arrive as False; DVC writes params.yaml
+    (`dvc exp run -S`) with a YAML 1.2 dumper, which leaves such words unquoted."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def load_yaml(text: Any) -> Any:
+    """YAML text (or a stream) with YAML 1.2 booleans (see _Yaml12Loader)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -286,7 +305,7 @@ def _apply(base: dict[str, Any], overrides: list[str] | dict[str, Any]) -> Confi
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
             key, value = item.split("=", 1)
-            items.append((key.strip(), yaml.safe_load(value) if value.strip() else ""))
+            items.append((key.strip(), load_yaml(value) if value.strip() else ""))
     merged = {section: dict(values) for section, values in base.items()}
     for key, value in items:
         if "." not in key:
@@ -328,7 +347,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | di
     if path is not None:
         try:
             with open(path, encoding="utf-8") as handle:
-                raw = yaml.safe_load(handle) or {}
+                raw = load_yaml(handle) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except (UnicodeDecodeError, IsADirectoryError) as exc:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from fer_core.config import Config, ConfigError, load_config
@@ -38,3 +40,13 @@ def test_unknown_key_in_file_is_an_error(tmp_path):
 def test_flat_keys_match_dvc_style():
     flat = Config().flat()
     assert flat["train.epochs"] == 60 and flat["weights.scheme"] == "inverse"
+
+
+def test_on_off_yes_no_stay_words_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml with a YAML 1.2 dumper, leaving `faces: off` unquoted; YAML
+    1.1 (PyYAML's default) would read it as False."""
+    text = Path("params.yaml").read_text().replace("faces: 'off'", "faces: off")
+    assert "  faces: off" in text
+    (tmp_path / "params.yaml").write_text(text)
+    config = load_config(tmp_path / "params.yaml", ["serve.faces=off", "model.cbam=yes", "train.hflip=false"])
+    assert (config.data.faces, config.serve.faces, config.model.cbam, config.train.hflip) == ("off", "off", True, False)
