@@ -50,10 +50,16 @@ def photo_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ingested(photo_folder, tmp_path_factory) -> Path:
-    """The command of docs/faces.md, as a user types it."""
+    """The command of docs/faces.md, as a user types it (PHOTOS and DIR filled in)."""
+    import shlex
+
+    from tests.docs import doc_block
+
+    [command] = doc_block("docs/faces.md", "## Photo datasets: `data.faces=detect`", gap=".*?").strip().splitlines()
     out = tmp_path_factory.mktemp("prepared") / "photos"
-    result = CliRunner().invoke(cli, ["data", "ingest", "--format", "imagefolder", "--source", str(photo_folder),
-                                      "--out", str(out), "--set", "data.faces=detect"])
+    words = shlex.split(command.replace("PHOTOS", str(photo_folder)).replace("DIR", str(out)))
+    assert words[:3] == ["fer", "data", "ingest"] and "data.faces=detect" in words
+    result = CliRunner().invoke(cli, words[1:])
     assert result.exit_code == 0, result.output
     assert "1 photos without a face" in result.output
     return out
