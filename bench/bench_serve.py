@@ -4,9 +4,9 @@
 
 One run: export a FERNet (random weights: speed does not depend on them), package it, start a real
 TorchServe on free loopback ports, and at each concurrency send the same images (a) over REST with the
-bearer key through the gateway clients use (fer_core/serving/gateway.py), (a') straight to TorchServe's
-own inference port behind it, and (b) to an in-process dynamic batcher (up to serve.batch_size requests or
-serve.max_batch_delay_ms, like TorchServe's) around `LocalPredictor`, which runs the handler's code.
+bearer key to TorchServe's inference API, as clients do, and (b) to an in-process dynamic batcher (up to
+serve.batch_size requests or serve.max_batch_delay_ms, like TorchServe's) around `LocalPredictor`, which
+runs the handler's code.
 Prints a table and writes bench/results/serve.json. Goals: TorchServe >= 0.9x in-process throughput at
 concurrency 32; p99 < 3x p50 at concurrency 8.
 
@@ -211,17 +211,16 @@ def main(argv: list[str] | None = None) -> dict:
                     return clients[url].predict(serve.model_name, data).ok
                 return call
 
-            via_rest = rest(settings.inference_url)        # through the gateway clients use
-            direct = rest(settings.backend_url())           # TorchServe's own port behind it: what the gateway costs
+            via_rest = rest(settings.inference_url)
 
             def in_process(data: bytes) -> bool:
                 return "label" in batcher.predict(data)
 
             for concurrency in args.concurrency:
-                for side, call in (("torchserve", via_rest), ("torchserve_direct", direct), ("in_process", in_process)):
+                for side, call in (("torchserve", via_rest), ("in_process", in_process)):
                     row = {"side": side, "concurrency": concurrency, **measure(call, images, concurrency)}
                     rows.append(row)
-                    print(f"{side:>17}  c={concurrency:<3} {row['throughput_rps']:>8.1f} req/s  "
+                    print(f"{side:>19}  c={concurrency:<3} {row['throughput_rps']:>8.1f} req/s  "
                           f"p50 {row['p50_ms']:>8.1f} ms  p99 {row['p99_ms']:>8.1f} ms  failures {row['failures']}",
                           flush=True)
             if args.photo_concurrency > 0:
@@ -249,10 +248,6 @@ def main(argv: list[str] | None = None) -> dict:
     if ts32 and local32:
         ratio = ts32["throughput_rps"] / local32["throughput_rps"]
         goals["throughput_ratio_c32"] = {"value": round(ratio, 3), "goal": ">= 0.9", "met": ratio >= 0.9}
-    direct32 = pick("torchserve_direct", 32)
-    if ts32 and direct32:
-        goals["gateway_ratio_c32"] = {"value": round(ts32["throughput_rps"] / direct32["throughput_rps"], 3),
-                                      "goal": "(what the gateway keeps of TorchServe's own throughput)", "met": None}
     for prefix in ("torchserve", "in_process"):
         photo, crop = pick(f"{prefix}_photo640", args.photo_concurrency), pick(f"{prefix}_crop100", args.photo_concurrency)
         if photo and crop:

@@ -150,7 +150,7 @@ def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="f
     serving = {}
     if deploy and use_torchserve:
         settings = ServerSettings.from_config(config.serve)
-        if server_status(settings)["pid"] is not None:  # deploys need TorchServe's management API, not the gateway
+        if server_status(settings)["pid"] is not None:  # deploys need TorchServe's management API
             serving = {"torchserve_management_url": settings.management_url,
                        "torchserve_key_file": str(settings.key_file), "model_store": str(settings.model_store)}
     arguments = local_arguments(config, data_format=data_format, experiment=experiment, deploy_model=deploy,

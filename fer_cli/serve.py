@@ -131,7 +131,7 @@ def start(models, timeout, settings, config) -> None:
 @serve.command()
 @config_options
 def stop(config) -> None:
-    """Stop the TorchServe started by `fer serve start` (its workers and gateway too); FER_HOME says which."""
+    """Stop the TorchServe started by `fer serve start` (its workers too); FER_HOME says which."""
     from fer_core.serving.server import ServerSettings, stop_server
 
     click.echo("stopped" if stop_server(ServerSettings.from_config(config.serve)) else "TorchServe was not running")

@@ -139,7 +139,9 @@ class TorchServeClient:
         try:
             body = response.json()
         except ValueError:
-            body = {"code": response.status_code, "type": "NonJsonResponse", "message": response.text.strip()}
+            # TorchServe's Netty answers 413 (body over max_request_size) with no body at all
+            body = {"code": response.status_code, "type": "NonJsonResponse",
+                    "message": response.text.strip() or f"{response.status_code} {response.reason}"}
         return Answer(response.status_code, body)
 
     def _management(self, method: str, path: str, ok: tuple[int, ...] = (200,), **params: Any) -> Any:

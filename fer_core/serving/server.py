@@ -1,11 +1,11 @@
 """Start, stop and inspect a local TorchServe with our config.properties (token auth on, loopback only).
 
-Clients reach it through the gateway (fer_core/serving/gateway.py, pass-through mode) on
-serve.inference_port: it hands TorchServe every inference body as raw bytes whatever the client's
-Content-Type (plain `curl --data-binary @face.jpg` works), answers oversized bodies with a JSON 413
-and never lets a request body be echoed. TorchServe's own inference API listens behind it on a free
-loopback port (config.properties in FER_HOME/torchserve records which); its key check stays on and
-sees the client's own key. The management and metrics APIs are TorchServe's, on their own ports.
+Clients talk to TorchServe itself: its inference API on serve.address:serve.inference_port checks the
+inference key, refuses bodies over serve.max_request_bytes with 413 (Netty, before the body is read)
+and hands the handler the raw image for the request forms TorchServe's own docs use (`curl -T`,
+`--data-binary` with a binary Content-Type, `-F data=@`). The management and metrics APIs are on their
+own ports on the same address (loopback by default). No proxy of our own sits in front of it; on a
+cluster the mesh or a mature proxy does (docs/deploy.md).
 
 We launch TorchServe's Java frontend ourselves instead of `torchserve --start`: that launcher keeps one
 pid file for the whole machine (`$TMP/.model_server.pid`) and writes key_file.json wherever it is
@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,8 +36,10 @@ from fer_core.serving.client import KEY_FILE, ServeError, TorchServeClient, read
 CONFIG_TEMPLATE = Path(__file__).with_name("config.properties")
 JAVA_MAIN = "org.pytorch.serve.ModelServer"
 PID_FILE = "torchserve.pid"
-GATEWAY_PID_FILE = "gateway.pid"
-GATEWAY_MODULE = "fer_core.serving.gateway"
+# Left by versions before 2026-12-06, which put a proxy of their own (fer_core.serving.gateway) in front
+# of TorchServe: `fer serve stop|start` still end such a leftover, which that version of this code started.
+OLD_GATEWAY_PID_FILE = "gateway.pid"
+OLD_GATEWAY_MODULE = "fer_core.serving.gateway"
 DEFAULT_START_TIMEOUT = 180.0
 
 
@@ -49,13 +50,11 @@ _SERVE_FIELDS = frozenset(f.name for f in fields(ServeConfig))
 class ServerSettings:
     """Where the server listens and keeps its state: the serve.* config (`serve`; its fields, ports and
     limits are declared once, in ServeConfig, and read here as attributes: `settings.inference_port`),
-    the home and model store folders, and the loopback port of TorchServe's own inference API behind
-    the gateway (0 = a free port)."""
+    and the home and model store folders."""
 
     home: Path
     model_store: Path
     serve: ServeConfig = field(default_factory=ServeConfig)
-    backend_inference_port: int = 0
 
     def __getattr__(self, name: str) -> Any:
         # only called for names the dataclass lacks: the serve config's settings
@@ -66,15 +65,14 @@ class ServerSettings:
     @classmethod
     def from_config(cls, serve: ServeConfig, home: Path | None = None, model_store: Path | None = None,
                     **overrides: Any) -> "ServerSettings":
-        """SERVE with the given overrides (None = keep the config's); `backend_inference_port` too."""
+        """SERVE with the given overrides (None = keep the config's)."""
         home = Path(home) if home else fer_home() / "torchserve"
         given = {key: value for key, value in overrides.items() if value is not None}
-        unknown = set(given) - _SERVE_FIELDS - {"backend_inference_port"}
+        unknown = set(given) - _SERVE_FIELDS
         if unknown:
             raise TypeError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
-        backend = given.pop("backend_inference_port", 0)
         return cls(home=home.resolve(), model_store=Path(model_store or fer_home() / "model_store").resolve(),
-                   serve=replace(serve, **given), backend_inference_port=backend)
+                   serve=replace(serve, **given))
 
     @property
     def inference_url(self) -> str:
@@ -104,14 +102,6 @@ class ServerSettings:
     def config_file(self) -> Path:
         return self.home / "config.properties"
 
-    @property
-    def gateway_pid_file(self) -> Path:
-        return self.home / GATEWAY_PID_FILE
-
-    def backend_url(self) -> str | None:
-        """TorchServe's own inference API behind the gateway, as the running server's config says."""
-        return self.running_config().get("inference_address")
-
     def running_config(self) -> dict[str, str]:
         """The config.properties the server was started with ({} before any start)."""
         try:
@@ -125,7 +115,7 @@ def render_config(settings: ServerSettings, load_models: list[str] | None = None
     """config.properties from the template; `load_models` are .mar names in the model store."""
     template = Template(CONFIG_TEMPLATE.read_text(encoding="utf-8"))
     text = template.substitute(
-        address=settings.address, backend_inference_port=settings.backend_inference_port,
+        address=settings.address, inference_port=settings.inference_port,
         management_port=settings.management_port, metrics_port=settings.metrics_port,
         grpc_inference_port=settings.grpc_inference_port, grpc_management_port=settings.grpc_management_port,
         model_store=settings.model_store, home=settings.home, workers=settings.workers,
@@ -168,35 +158,16 @@ def _running_pid(settings: ServerSettings) -> int | None:
     return _pid_running(settings.pid_file, JAVA_MAIN)
 
 
-def _gateway_pid(settings: ServerSettings) -> int | None:
-    return _pid_running(settings.gateway_pid_file, GATEWAY_MODULE)
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _old_gateway_pid(settings: ServerSettings) -> int | None:
+    return _pid_running(settings.home / OLD_GATEWAY_PID_FILE, OLD_GATEWAY_MODULE)
 
 
 def _child_env(**extra: str) -> dict[str, str]:
-    """The environment of a process we start (TorchServe's workers, the gateway): ours, with this
-    package importable (the handler and the gateway are fer_core's), plus `extra`."""
+    """The environment of TorchServe and its workers: ours, with this package importable (the
+    handler imports fer_core), plus `extra`."""
     package_root = str(Path(__file__).resolve().parents[2])
     return {**os.environ, **extra,
             "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-
-
-def _start_gateway(settings: ServerSettings, backend_url: str) -> subprocess.Popen:
-    """The pass-through gateway on serve.address:serve.inference_port in front of TorchServe."""
-    backend = backend_url.removeprefix("http://").removeprefix("https://")
-    env = _child_env(FER_GATEWAY_AUTH="passthrough", FER_GATEWAY_MAX_BODY=str(settings.max_request_bytes),
-                     FER_GATEWAY_INFERENCE=f"{settings.address}:{settings.inference_port}={backend}")
-    env.pop("FER_GATEWAY_MANAGEMENT", None)
-    with open(settings.log_dir / "gateway.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", GATEWAY_MODULE], cwd=settings.home, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    atomic_write_text(settings.gateway_pid_file, f"{process.pid}\n")
-    return process
 
 
 def _stop_pid(pid: int | None, timeout: float) -> None:
@@ -225,7 +196,7 @@ def client_for(settings: ServerSettings, timeout: float = 60.0) -> TorchServeCli
 
 def _log_tail(settings: ServerSettings, lines: int = 40) -> str:
     chunks = []
-    for name in ("ts_stdout.log", "ts_log.log", "gateway.log"):
+    for name in ("ts_stdout.log", "ts_log.log"):
         path = settings.log_dir / name
         if path.is_file():
             chunks.append(f"--- {path} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
@@ -234,23 +205,13 @@ def _log_tail(settings: ServerSettings, lines: int = 40) -> str:
 
 def start_server(settings: ServerSettings, load_models: list[str] | None = None,
                  timeout: float = DEFAULT_START_TIMEOUT) -> dict[str, Any]:
-    """Start TorchServe and its gateway unless ours already run; return once /ping through the
-    gateway answers Healthy and every model loaded at start has a READY worker (ServeError, with the
-    logs' tail, when it does not come up).
+    """Start TorchServe unless ours already runs; return once /ping answers Healthy and every model
+    loaded at start has a READY worker (ServeError, with the logs' tail, when it does not come up).
 
-    Idempotent: a running server is reported ({"started": False, ...}), never started twice (a
-    gateway that died is started again in front of it).
+    Idempotent: a running server is reported ({"started": False, ...}), never started twice.
     """
     pid = _running_pid(settings)
     if pid is not None:
-        backend = settings.backend_url()
-        if _gateway_pid(settings) is None and backend:
-            gateway = _start_gateway(settings, backend)
-            try:
-                wait_healthy(settings, [gateway], timeout)
-            except BaseException:
-                _stop_pid(gateway.pid, timeout=10)
-                raise
         return {"started": False, "pid": pid, **server_status(settings)}
     for name in load_models or []:
         if not (settings.model_store / name).is_file():
@@ -259,11 +220,7 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     (settings.home / "tmp").mkdir(parents=True, exist_ok=True)
     settings.key_file.unlink(missing_ok=True)  # a stale key file must not pass for a fresh one
-    stale_gateway = _gateway_pid(settings)
-    if stale_gateway is not None:  # a gateway left from a TorchServe that died: ours to end
-        _stop_pid(stale_gateway, timeout=10)
-    if not settings.backend_inference_port:
-        settings = replace(settings, backend_inference_port=_free_loopback_port())
+    _stop_old_gateway(settings)  # it would hold serve.inference_port
     atomic_write_text(settings.config_file, render_config(settings, load_models))
     env = _child_env(LOG_LOCATION=str(settings.log_dir), METRICS_LOCATION=str(settings.log_dir))
     with open(settings.log_dir / "ts_stdout.log", "ab") as log:
@@ -272,8 +229,7 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     atomic_write_text(settings.pid_file, f"{process.pid}\n")
     started = time.monotonic()
     try:
-        gateway = _start_gateway(settings, settings.backend_url() or "")
-        wait_healthy(settings, [process, gateway], timeout)
+        wait_healthy(settings, process, timeout)
         if load_models:
             from fer_core.serving.package import read_mar_manifest
 
@@ -284,6 +240,14 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
         stop_server(settings)
         raise
     return {"started": True, "pid": process.pid, **server_status(settings)}
+
+
+def _stop_old_gateway(settings: ServerSettings) -> bool:
+    gateway = _old_gateway_pid(settings)
+    if gateway is not None:
+        _stop_pid(gateway, timeout=10)
+    (settings.home / OLD_GATEWAY_PID_FILE).unlink(missing_ok=True)
+    return gateway is not None
 
 
 def wait_workers_ready(settings: ServerSettings, process: subprocess.Popen | None, timeout: float,
@@ -307,20 +271,16 @@ def wait_workers_ready(settings: ServerSettings, process: subprocess.Popen | Non
                      f"error: {status.get('error')})\n{_log_tail(settings)}")
 
 
-def wait_healthy(settings: ServerSettings, processes: list[subprocess.Popen], timeout: float) -> None:
-    """Poll /ping through the gateway (with the inference key) until Healthy; fail early if the
-    server or the gateway process died."""
+def wait_healthy(settings: ServerSettings, process: subprocess.Popen, timeout: float) -> None:
+    """Poll /ping (with the inference key) until Healthy; fail early if TorchServe died (a port taken,
+    Java missing) with the logs' tail."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                if GATEWAY_MODULE in process.args:
-                    raise ServeError(f"the gateway exited with code {process.returncode} while starting (is port "
-                                     f"{settings.address}:{settings.inference_port} taken? a TorchServe started by an "
-                                     f"older version: `fer serve stop`, then start)\n{_log_tail(settings)}")
-                raise ServeError(f"TorchServe exited with code {process.returncode} while starting\n"
-                                 f"{_log_tail(settings)}")
+        if process.poll() is not None:
+            raise ServeError(f"TorchServe exited with code {process.returncode} while starting (is one of ports "
+                             f"{settings.inference_port}, {settings.management_port}, {settings.metrics_port} on "
+                             f"{settings.address} taken?)\n{_log_tail(settings)}")
         if settings.key_file.is_file():
             try:
                 if client_for(settings, timeout=5).ping().get("status") == "Healthy":
@@ -334,14 +294,12 @@ def wait_healthy(settings: ServerSettings, processes: list[subprocess.Popen], ti
 
 
 def stop_server(settings: ServerSettings, timeout: float = 60.0) -> bool:
-    """Stop our TorchServe, its Python workers and the gateway; True if one of them was running."""
-    pid, gateway = _running_pid(settings), _gateway_pid(settings)
-    if gateway is not None:
-        _stop_pid(gateway, timeout=10)
-    settings.gateway_pid_file.unlink(missing_ok=True)
+    """Stop our TorchServe and its Python workers; True if it was running."""
+    pid = _running_pid(settings)
+    old_gateway = _stop_old_gateway(settings)
     if pid is None:
         settings.pid_file.unlink(missing_ok=True)
-        return gateway is not None
+        return old_gateway
     _stop_pid(pid, timeout)
     settings.pid_file.unlink(missing_ok=True)
     settings.key_file.unlink(missing_ok=True)
@@ -351,20 +309,16 @@ def stop_server(settings: ServerSettings, timeout: float = 60.0) -> bool:
 def server_status(settings: ServerSettings) -> dict[str, Any]:
     """Running or not, health, and the registered models with their versions and ready workers."""
     pid = _running_pid(settings)
-    gateway = _gateway_pid(settings)
-    status: dict[str, Any] = {"running": pid is not None and gateway is not None, "pid": pid,
-                              "gateway_pid": gateway, "inference_url": settings.inference_url,
+    status: dict[str, Any] = {"running": pid is not None, "pid": pid, "inference_url": settings.inference_url,
                               "management_url": settings.management_url, "metrics_url": settings.metrics_url,
                               "home": str(settings.home), "model_store": str(settings.model_store)}
     if pid is None:
         return status
-    running = settings.running_config()
-    status["backend_url"] = running.get("inference_address")
     # where the running server really listens (it may have been started with other ports than asked now)
-    status["metrics_url"] = running.get("metrics_address") or status["metrics_url"]
-    if gateway is None:
-        status["error"] = "the gateway in front of TorchServe is not running: `fer serve start` starts it again"
-        return status
+    running = settings.running_config()
+    for key, name in (("inference_url", "inference_address"), ("management_url", "management_address"),
+                      ("metrics_url", "metrics_address")):
+        status[key] = running.get(name) or status[key]
     try:
         client = client_for(settings, timeout=10)
         status["health"] = client.ping().get("status")

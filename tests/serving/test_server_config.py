@@ -27,10 +27,10 @@ def test_defaults_from_config(fer_home):
 def test_config_properties(tmp_path):
     serve = ServeConfig(max_request_bytes=12345, token_expiration_min=15, workers=2)
     settings = ServerSettings.from_config(serve, home=tmp_path / "ts", model_store=tmp_path / "store",
-                                          inference_port=9001, management_port=None, backend_inference_port=9101)
+                                          inference_port=9001, management_port=None)
     props = properties(render_config(settings, ["fer-1.mar"]))
-    # TorchServe's own inference API sits on loopback behind the gateway, which takes port 9001
-    assert props["inference_address"] == "http://127.0.0.1:9101"
+    # clients talk to TorchServe itself: its inference API on serve.address:serve.inference_port
+    assert props["inference_address"] == "http://127.0.0.1:9001"
     assert props["management_address"] == "http://127.0.0.1:8081"
     assert props["metrics_address"] == "http://127.0.0.1:8082"
     # gRPC on its own configurable ports, bound to the same loopback address
