@@ -15,7 +15,7 @@ import pytest
 
 INTEGRATION_PATHS = (
     "tests/pipeline/", "tests/versioning/", "tests/tracking/", "tests/serving/test_torchserve.py",
-    "tests/serving/test_package.py", "tests/k8s/test_gateway.py", "tests/k8s/test_mlflow_server.py",
+    "tests/serving/test_package.py", "tests/k8s/test_edge.py", "tests/k8s/test_mlflow_server.py",
     "tests/k8s/test_s3_scripts.py", "tests/security/test_gate_races.py", "tests/security/test_model_loading.py",
     "tests/data/test_s3_source.py", "tests/model/test_weights.py",
 )

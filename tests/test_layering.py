@@ -68,3 +68,16 @@ def test_no_circles_between_the_parts_of_a_layer():
     for start in sorted(graph):
         visit(start, [start])
     assert not cycles, "\n".join(sorted(set(cycles)))
+
+
+# Servers, proxies and auth are adopted (TorchServe, nginx, the mesh), never written: no module of
+# ours may import what it takes to implement an HTTP server.
+SERVER_MODULES = ("http.server", "socketserver", "wsgiref.simple_server", "aiohttp.web", "flask", "fastapi",
+                  "uvicorn", "tornado.web", "twisted.web")
+
+
+def test_no_module_implements_an_http_server():
+    found = [f"{path.relative_to(ROOT)} imports {name}" for layer in LAYERS for path in _sources(layer)
+             for name in _imports(path) if any(name == module or name.startswith(module + ".")
+                                               for module in SERVER_MODULES)]
+    assert not found, "\n".join(found)

@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
-TARGETS = ("base", "overlays/local", "overlays/gpu")  # what gets applied
+TARGETS = ("base", "overlays/local", "overlays/gpu", "overlays/istio")  # what gets applied
 SECRETS = "secrets"                                     # templates, applied by hand
 KUBECTL = shutil.which("kubectl")
 

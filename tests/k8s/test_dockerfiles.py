@@ -107,12 +107,11 @@ def test_component_dockerfile_builds_cpu_and_cuda_variants():
     assert f"-t {cluster.TORCHSERVE_IMAGE} ." in (REPO / "docker" / "Dockerfile.torchserve").read_text(encoding="utf-8")
 
 
-def test_torchserve_image_ships_the_gateway_the_manifests_run():
+def test_torchserve_image_ships_the_handlers_package_and_java():
     text = (REPO / "docker" / "Dockerfile.torchserve").read_text(encoding="utf-8")
-    assert "COPY fer_core ./fer_core" in text and "RUN pip install ." in text  # the gateway is fer_core's
+    assert "COPY fer_core ./fer_core" in text and "RUN pip install ." in text  # the handler imports fer_core
     assert "openjdk-17" in text
-    manifest = (REPO / "k8s" / "base" / "torchserve.yaml").read_text(encoding="utf-8")
-    assert 'command: ["python", "-m", "fer_core.serving.gateway"]' in manifest
+    assert "gateway" not in text  # the edge in front of it is nginx or the mesh, never ours
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context():

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 CPU = "sha256:" + "a" * 64
 TORCHSERVE = "sha256:" + "b" * 64
 GPU = "sha256:" + "c" * 64
+EDGE_IMAGE = "docker.io/nginxinc/nginx-unprivileged"   # the no-mesh edge in front of TorchServe (nginx)
+EDGE = "sha256:" + "e" * 64
 
 
 def _pinned_k8s(tmp_path: Path) -> Path:
@@ -26,7 +28,8 @@ def _pinned_k8s(tmp_path: Path) -> Path:
     k8s = tmp_path / "k8s"
     shutil.copytree(REPO / "k8s", k8s)
     for relative, digests in (("base/kustomization.yaml", {cluster.IMAGE_REPOSITORY: CPU,
-                                                            f"{cluster.IMAGE_REPOSITORY}-torchserve": TORCHSERVE}),
+                                                            f"{cluster.IMAGE_REPOSITORY}-torchserve": TORCHSERVE,
+                                                            EDGE_IMAGE: EDGE}),
                               ("overlays/gpu/kustomization.yaml", {cluster.IMAGE_REPOSITORY_GPU: GPU})):
         path = k8s / relative
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -52,9 +55,12 @@ def _executor_images(package: Path) -> dict[str, str]:
 def test_digests_are_read_from_the_kustomizations(tmp_path):
     k8s = _pinned_k8s(tmp_path)
     tag = cluster.IMAGE_TAG
+    edge_tag = next(entry["newTag"] for entry in yaml.safe_load((REPO / "k8s/base/kustomization.yaml").read_text())
+                    ["images"] if entry["name"] == EDGE_IMAGE)
     assert cluster.image_digests(k8s) == {f"{cluster.IMAGE_REPOSITORY}:{tag}": CPU,
                                           f"{cluster.IMAGE_REPOSITORY}-torchserve:{tag}": TORCHSERVE,
-                                          f"{cluster.IMAGE_REPOSITORY_GPU}:{tag}": GPU}
+                                          f"{cluster.IMAGE_REPOSITORY_GPU}:{tag}": GPU,
+                                          f"{EDGE_IMAGE}:{edge_tag}": EDGE}
     assert cluster.image_digests(REPO / "k8s") == {}       # the checkout pins tags only until a release
     assert cluster.pinned("x/y:1@sha256:" + "d" * 64, {"x/y:1": CPU}).endswith("d" * 64)  # an explicit one wins
 

@@ -62,10 +62,15 @@ def test_strict_validation_catches_an_unknown_field(tmp_path):
     assert validate([broken], tmp_path / "broken.yaml").returncode != 0
 
 
-def test_only_the_gpu_overlay_has_custom_resources():
+def test_custom_resources_are_only_the_training_operators_and_istios():
     assert all(o in builtin(render(t)) for t in ("base", "overlays/local", SECRETS) for o in render(t))
     custom = [o for o in render("overlays/gpu") if o not in builtin(render("overlays/gpu"))]
     assert [(o["apiVersion"], o["kind"]) for o in custom] == [("kubeflow.org/v1", "PyTorchJob")]
+    # Istio's resources have no schema in kubernetes-validate: checked field by field below instead
+    custom = [o for o in render("overlays/istio") if o not in builtin(render("overlays/istio"))]
+    assert sorted((o["apiVersion"], o["kind"]) for o in custom) == [
+        ("security.istio.io/v1", "AuthorizationPolicy"), ("security.istio.io/v1", "PeerAuthentication"),
+        ("security.istio.io/v1", "RequestAuthentication")]
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -215,31 +220,83 @@ def _config_properties(objects: list[dict]) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_torchserve_keeps_token_auth_and_hides_its_apis_behind_the_gateway(target):
+NO_MESH = tuple(target for target in TARGETS if target != "overlays/istio")
+
+
+def _torchserve_pod(objects: list[dict]) -> dict:
+    return one(objects, "Deployment", cluster.TORCHSERVE_SERVICE)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("target", NO_MESH)
+def test_without_a_mesh_the_nginx_edge_is_the_only_way_in(target):
+    """TorchServe listens on the pod's loopback (its own token check off); the edge container, nginx with
+    the template tests/k8s/test_edge.py runs, listens on the Service's ports, takes both tokens from the
+    Secret and forwards to exactly those loopback addresses."""
     objects = render(target)
     properties = _config_properties(objects)
-    assert properties["disable_token_authorization"] == "false"
+    assert properties["disable_token_authorization"] == "true"
     assert properties["enable_envvars_config"] == "false" and properties["install_py_dep_per_model"] == "false"
+    assert properties["disable_system_metrics"] == "true" and properties["async_logging"] == "true"
     for api in ("inference_address", "management_address"):
         assert urlparse(properties[api]).hostname == "127.0.0.1", f"TorchServe {api} must be loopback-only"
     assert properties["grpc_inference_address"] == properties["grpc_management_address"] == "127.0.0.1"
-    pod = one(objects, "Deployment", cluster.TORCHSERVE_SERVICE)["spec"]["template"]["spec"]
-    gateway = next(c for c in pod["containers"] if c["name"] == "gateway")
-    env = {e["name"]: e.get("value") for e in gateway["env"]}
-    upstreams = {env["FER_GATEWAY_INFERENCE"].split("=")[1], env["FER_GATEWAY_MANAGEMENT"].split("=")[1]}
-    assert upstreams == {urlparse(properties[a]).netloc for a in ("inference_address", "management_address")}
-    token_volume = next(v for v in pod["volumes"] if "secret" in v)
-    assert token_volume["secret"]["secretName"] == cluster.TORCHSERVE_TOKEN_SECRET
-    token_mount = next(m for m in gateway["volumeMounts"] if m["name"] == token_volume["name"])
-    assert env["FER_GATEWAY_TOKEN_FILE"] == f"{token_mount['mountPath']}/token"
-    assert env["FER_GATEWAY_MANAGEMENT_TOKEN_FILE"] == f"{token_mount['mountPath']}/management-token"
+    pod = _torchserve_pod(objects)
+    edge = next(c for c in pod["containers"] if c["name"] == "edge")
+    assert edge["image"].startswith("docker.io/nginxinc/nginx-unprivileged:")
+    env = {e["name"]: e.get("value") for e in edge["env"]}
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in edge["env"] if "valueFrom" in e}
+    assert secrets == {"FER_INFERENCE_TOKEN": {"name": cluster.TORCHSERVE_TOKEN_SECRET, "key": "token"},
+                       "FER_MANAGEMENT_TOKEN": {"name": cluster.TORCHSERVE_TOKEN_SECRET, "key": "management-token"}}
+    assert {env["FER_TORCHSERVE_INFERENCE"], env["FER_TORCHSERVE_MANAGEMENT"]} == {
+        urlparse(properties[a]).netloc for a in ("inference_address", "management_address")}
+    assert int(env["FER_MAX_BODY_BYTES"]) == int(properties["max_request_size"])
+    ports = {p["name"]: p["containerPort"] for p in edge["ports"]}
+    assert ports == {"inference": int(env["FER_EDGE_INFERENCE_PORT"]), "management": int(env["FER_EDGE_MANAGEMENT_PORT"])}
     service_ports = {p["name"]: p["port"] for p in one(objects, "Service", cluster.TORCHSERVE_SERVICE)["spec"]["ports"]}
-    assert service_ports["management"] == urlparse(cluster.TORCHSERVE_MANAGEMENT_IN_CLUSTER).port
-    assert service_ports["inference"] == int(env["FER_GATEWAY_INFERENCE"].split("=")[0].rsplit(":")[1])
+    assert service_ports["management"] == urlparse(cluster.TORCHSERVE_MANAGEMENT_IN_CLUSTER).port == ports["management"]
+    assert service_ports["inference"] == ports["inference"]
+    template = next(v for v in pod["volumes"] if v["name"] == "edge-template")["configMap"]
+    assert template["items"] == [{"key": "torchserve-edge.conf.template", "path": "default.conf.template"}]
+    mounts = {m["name"]: m["mountPath"] for m in edge["volumeMounts"]}
+    assert mounts["edge-template"] == "/etc/nginx/templates" and mounts["edge-conf"] == env["NGINX_ENVSUBST_OUTPUT_DIR"]
+    assert edge["readinessProbe"]["httpGet"]["path"] == "/healthz"
     init = pod["initContainers"][0]
     assert f"s3://{cluster.MODEL_STORE_BUCKET}" in init["command"]
     assert properties["model_store"] in {m["mountPath"] for m in init["volumeMounts"]}
+
+
+def test_behind_istio_the_mesh_guards_each_port():
+    """k8s/overlays/istio: no nginx, TorchServe on the pod's ports, STRICT mTLS, JWTs of the cluster's
+    issuer, and per port who may call: apps (or a valid JWT) on inference, the pipeline's service
+    account on management, the monitoring namespace on metrics."""
+    objects = render("overlays/istio")
+    properties = _config_properties(objects)
+    assert properties["disable_token_authorization"] == "true"
+    assert urlparse(properties["inference_address"]).port == 8080 and urlparse(properties["management_address"]).port == 8081
+    pod = _torchserve_pod(objects)
+    assert [c["name"] for c in pod["containers"]] == ["torchserve"]
+    assert not [v for v in pod["volumes"] if v["name"].startswith("edge")]
+    assert not [o for o in find(objects, "ConfigMap") if o["metadata"]["name"].startswith("torchserve-edge")]
+    deployment = one(objects, "Deployment", cluster.TORCHSERVE_SERVICE)
+    assert deployment["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
+    assert one(objects, "Namespace", cluster.NAMESPACE)["metadata"]["labels"]["istio-injection"] == "enabled"
+    ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    assert ports == {"inference": 8080, "management": 8081, "metrics": 8082}
+    selector = {"matchLabels": {"app.kubernetes.io/name": cluster.TORCHSERVE_SERVICE}}
+    peer = one(objects, "PeerAuthentication", "torchserve-mtls")["spec"]
+    assert peer == {"selector": selector, "mtls": {"mode": "STRICT"}}
+    [jwt] = one(objects, "RequestAuthentication", "torchserve-cluster-jwt")["spec"]["jwtRules"]
+    assert jwt["issuer"] == "https://kubernetes.default.svc.cluster.local"
+    policy = one(objects, "AuthorizationPolicy", "torchserve-ports")["spec"]
+    assert policy["selector"] == selector and policy["action"] == "ALLOW"
+    by_port = {rule["to"][0]["operation"]["ports"][0]: rule["from"] for rule in policy["rules"]}
+    assert set(by_port) == {"8080", "8081", "8082"}
+    assert {"requestPrincipals": [f"{jwt['issuer']}/*"]} in [peer["source"] for peer in by_port["8080"]]
+    assert [peer["source"] for peer in by_port["8081"]] == [
+        {"principals": [f"cluster.local/ns/{cluster.NAMESPACE}/sa/{cluster.PIPELINE_SERVICE_ACCOUNT}"]}]
+    assert [peer["source"] for peer in by_port["8082"]] == [{"namespaces": ["monitoring"]}]
+    # NetworkPolicies stay as the second layer
+    assert find(objects, "NetworkPolicy", "torchserve-management-ingress")
 
 
 def _ingress_sources(objects: list[dict], app: str, port: int) -> list[dict]:
