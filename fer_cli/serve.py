@@ -207,14 +207,15 @@ def predict(images, model_name, model_version, draw_path, settings, config) -> N
 @config_options
 @deploy_options
 def deploy(mar, model_name, settings, config) -> None:
-    """Publish MAR to the model store and swap the running server to it without downtime."""
-    from fer_core.serving.client import ServeError, deploy_model
+    """Publish MAR to the model store and swap the running server to it without downtime, registered
+    with this environment's workers and batching (serve.workers, serve.batch_size, ...)."""
+    from fer_core.serving.client import Registration, ServeError, deploy_model
     from fer_core.serving.package import PackageError, publish_mar
 
     try:
         stored = publish_mar(mar, settings.model_store)
         result = deploy_model(stored, settings.management_url, "", model_name or config.serve.model_name,
-                              workers=config.serve.workers, key_file=settings.key_file)
+                              registration=Registration.from_serve(config.serve), key_file=settings.key_file)
     except (ServeError, PackageError) as exc:
         fail(str(exc))
     click.echo(json.dumps(result, indent=2))

@@ -154,9 +154,12 @@ class ServeConfig:
     metrics_port: int = 8082
     grpc_inference_port: int = 7070      # TorchServe's gRPC APIs (bound to `address` too)
     grpc_management_port: int = 7071
+    # set when a model version is registered with a server (never frozen into the .mar): per environment
     batch_size: int = 8
     max_batch_delay_ms: int = 20
     workers: int = 1
+    response_timeout_s: int = 120
+    job_queue_size: int = 1000           # requests a model may queue before TorchServe answers 503
     max_image_pixels: int = 20_000_000
     max_request_bytes: int = 10_485_760
     token_expiration_min: int = 60   # lifetime of TorchServe's inference/management keys (minutes)
@@ -230,7 +233,8 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "registry.gate_metric": ("val_mean_class_accuracy", "val_accuracy", "val_macro_f1"),
     "serve.inference_port": _PORT, "serve.management_port": _PORT, "serve.metrics_port": _PORT,
     "serve.grpc_inference_port": _PORT, "serve.grpc_management_port": _PORT, "serve.batch_size": (1, 1024),
-    "serve.max_batch_delay_ms": (0, 60_000), "serve.workers": (1, 64), "serve.max_image_pixels": (1, 400_000_000),
+    "serve.max_batch_delay_ms": (0, 60_000), "serve.workers": (1, 64), "serve.response_timeout_s": (1, 3600),
+    "serve.job_queue_size": (1, 1_000_000), "serve.max_image_pixels": (1, 400_000_000),
     "serve.max_request_bytes": (1, 1 << 30), "serve.token_expiration_min": (1, 525_600),
     "serve.torch_threads": (0, 256), "serve.faces": ("auto", "required", "off"), "serve.max_faces": (1, 64),
 }

@@ -268,7 +268,7 @@ def deploy_step(model_uri: str, config: Config, *, out_dir: str | Path, tracking
     The management token: `token`, else $TORCHSERVE_MANAGEMENT_TOKEN (the cluster's Secret), else a
     local server's `key_file` (renewed when TorchServe refuses an expired key)."""
     from fer_core.home import fer_home
-    from fer_core.serving.client import deploy_model
+    from fer_core.serving.client import Registration, deploy_model
     from fer_core.serving.package import build_mar, publish_mar, resolve_registry
 
     out = Path(out_dir)
@@ -288,7 +288,8 @@ def deploy_step(model_uri: str, config: Config, *, out_dir: str | Path, tracking
             raise ValueError("deploying to TorchServe needs its management token "
                              "(TORCHSERVE_MANAGEMENT_TOKEN or the key file from `fer serve start`)")
         result["deployment"] = deploy_model(published, management_url, token, config.serve.model_name,
-                                            workers=config.serve.workers, key_file=None if token else key_file)
+                                            registration=Registration.from_serve(config.serve),
+                                            key_file=None if token else key_file)
         result["deployed"] = True
     elif k8s_deployment:
         from fer_core.cluster import NAMESPACE

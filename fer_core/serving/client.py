@@ -164,8 +164,11 @@ class TorchServeClient:
     def describe(self, model_name: str, version: str) -> dict[str, Any]:
         return self._management("GET", f"/models/{model_name}/{version}")[0]
 
-    def register(self, mar_url: str, workers: int) -> Any:
-        return self._management("POST", "/models", url=mar_url, initial_workers=workers, synchronous="true")
+    def register(self, mar_url: str, registration: "Registration") -> Any:
+        """Register an archive with this environment's workers and batching (the .mar carries none)."""
+        return self._management("POST", "/models", url=mar_url, initial_workers=registration.workers,
+                                batch_size=registration.batch_size, max_batch_delay=registration.max_batch_delay_ms,
+                                synchronous="true")
 
     def set_default(self, model_name: str, version: str) -> Any:
         return self._management("PUT", f"/models/{model_name}/{version}/set-default")
@@ -197,8 +200,24 @@ class TorchServeClient:
         time.sleep(grace)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """How a model version runs on a server, set when it is registered (per environment: serve.* of the
+    config), never frozen into the .mar: workers, batch size, max batch delay. (The response timeout is
+    the archive's: TorchServe 0.12 lets a model-config.yaml's value override the registration's.)"""
+
+    workers: int = 1
+    batch_size: int = 1
+    max_batch_delay_ms: int = 100
+
+    @classmethod
+    def from_serve(cls, serve: Any) -> "Registration":
+        return cls(workers=int(serve.workers), batch_size=int(serve.batch_size),
+                   max_batch_delay_ms=int(serve.max_batch_delay_ms))
+
+
 def deploy_model(mar_path: str | Path, management_url: str, token: str, model_name: str, *,
-                 workers: int = 1, timeout: float = 300.0, drain_grace_s: float = 3.0,
+                 registration: Registration = Registration(), timeout: float = 300.0, drain_grace_s: float = 3.0,
                  key_file: str | Path | None = None) -> dict[str, Any]:
     """Register a new .mar version next to the old one, wait for its workers, make it the default,
     then unregister the old versions: requests keep being answered throughout (no downtime).
@@ -210,6 +229,7 @@ def deploy_model(mar_path: str | Path, management_url: str, token: str, model_na
     version comes from the archive's manifest. Deploying the version already served is a no-op apart
     from making it the default.
 
+    `registration`: the version's workers and batching on this server (serve.* of the environment).
     `key_file` (a local server's key_file.json) instead of `token`: the management key is read from it
     and renewed like any client's when TorchServe refuses it (keys expire), so a deploy to a server
     that has run for hours works.
@@ -234,14 +254,14 @@ def deploy_model(mar_path: str | Path, management_url: str, token: str, model_na
         client = TorchServeClient("", management_url, Keys("", token, ""), timeout=timeout)
     before = [str(entry["modelVersion"]) for entry in client.list_versions(model_name)]
     if version is None or version not in before:
-        client.register(mar_url, workers)
+        client.register(mar_url, registration)
         if version is None:  # a URL: the new version is the one that was not there before
             added = [str(e["modelVersion"]) for e in client.list_versions(model_name)
                      if str(e["modelVersion"]) not in before]
             if len(added) != 1:
                 raise ServeError(f"{mar_url}: could not tell which version was registered ({added})")
             version = added[0]
-    ready = client.wait_ready(model_name, version, workers, timeout=timeout)
+    ready = client.wait_ready(model_name, version, registration.workers, timeout=timeout)
     client.set_default(model_name, version)
     removed = []
     for old in before:

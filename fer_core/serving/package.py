@@ -140,13 +140,10 @@ def resolve_registry(model_uri: str, dst_dir: str | Path, tracking_uri: str | No
 
 
 def model_config_yaml(serve: ServeConfig) -> str:
-    """TorchServe's per-model config: batching, workers, and the handler's limits and face step."""
+    """TorchServe's per-model config: the handler's limits and face step. Workers, batching and timeouts
+    are the environment's, set when the version is registered (fer_core.serving.client.Registration)."""
     config = {
-        "minWorkers": serve.workers,
-        "maxWorkers": serve.workers,
-        "batchSize": serve.batch_size,
-        "maxBatchDelay": serve.max_batch_delay_ms,
-        "responseTimeout": 120,
+        "responseTimeout": serve.response_timeout_s,
         "handler": {"max_image_pixels": serve.max_image_pixels, "torch_threads": serve.torch_threads,
                     "faces": serve.faces, "max_faces": serve.max_faces},
     }

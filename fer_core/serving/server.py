@@ -31,7 +31,7 @@ import psutil
 from fer_core.config import ServeConfig
 from fer_core.home import fer_home
 from fer_core.io import atomic_write_text
-from fer_core.serving.client import KEY_FILE, ServeError, TorchServeClient, read_keys
+from fer_core.serving.client import KEY_FILE, Registration, ServeError, TorchServeClient, read_keys
 
 CONFIG_TEMPLATE = Path(__file__).with_name("config.properties")
 JAVA_MAIN = "org.pytorch.serve.ModelServer"
@@ -111,8 +111,9 @@ class ServerSettings:
         return dict(re.findall(r"^(\w+)=(\S+)$", text, re.MULTILINE))
 
 
-def render_config(settings: ServerSettings, load_models: list[str] | None = None) -> str:
-    """config.properties from the template; `load_models` are .mar names in the model store."""
+def render_config(settings: ServerSettings) -> str:
+    """config.properties from the template (models are registered after the start, with the
+    environment's workers and batching: `start_server`)."""
     template = Template(CONFIG_TEMPLATE.read_text(encoding="utf-8"))
     text = template.substitute(
         address=settings.address, inference_port=settings.inference_port,
@@ -120,7 +121,7 @@ def render_config(settings: ServerSettings, load_models: list[str] | None = None
         grpc_inference_port=settings.grpc_inference_port, grpc_management_port=settings.grpc_management_port,
         model_store=settings.model_store, home=settings.home, workers=settings.workers,
         max_request_bytes=settings.max_request_bytes, token_expiration_min=settings.token_expiration_min,
-        load_models=",".join(load_models) if load_models else "",
+        response_timeout_s=settings.response_timeout_s, job_queue_size=settings.job_queue_size,
     )
     # An empty value (no models to load at start) is left out rather than handed to TorchServe.
     return "".join(line for line in text.splitlines(keepends=True) if not line.rstrip().endswith("="))
@@ -221,7 +222,7 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     (settings.home / "tmp").mkdir(parents=True, exist_ok=True)
     settings.key_file.unlink(missing_ok=True)  # a stale key file must not pass for a fresh one
     _stop_old_gateway(settings)  # it would hold serve.inference_port
-    atomic_write_text(settings.config_file, render_config(settings, load_models))
+    atomic_write_text(settings.config_file, render_config(settings))
     env = _child_env(LOG_LOCATION=str(settings.log_dir), METRICS_LOCATION=str(settings.log_dir))
     with open(settings.log_dir / "ts_stdout.log", "ab") as log:
         process = subprocess.Popen(_java_command(settings), cwd=settings.home, env=env, stdout=log,
@@ -233,6 +234,14 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
         if load_models:
             from fer_core.serving.package import read_mar_manifest
 
+            client = client_for(settings, timeout=max(timeout, 60.0))
+            registration = Registration.from_serve(settings.serve)
+            for name in load_models:  # this environment's workers and batching, not the archive's
+                try:
+                    client.register(name, registration)
+                except ServeError as exc:
+                    raise ServeError(f"{name}: no ready worker: registering it failed: {exc}\n"
+                                     f"{_log_tail(settings)}") from None
             names = sorted({read_mar_manifest(settings.model_store / name)["model"]["modelName"]
                             for name in load_models})
             wait_workers_ready(settings, process, max(timeout - (time.monotonic() - started), 1.0), names)

@@ -43,13 +43,17 @@ def render_template(values: dict[str, str]) -> str:
     return done.stdout
 
 
-def deployment_values() -> dict[str, str]:
-    """The edge container's environment in k8s/base/torchserve.yaml (tokens aside: from the Secret)."""
+def container_env(name: str) -> dict[str, str]:
+    """A container's plain environment in k8s/base/torchserve.yaml (the Secret's values aside)."""
     from tests.k8s.manifests import one, render
 
     pod = one(render("base"), "Deployment", "torchserve")["spec"]["template"]["spec"]
-    edge = next(c for c in pod["containers"] if c["name"] == "edge")
-    return {e["name"]: e["value"] for e in edge["env"] if "value" in e}
+    container = next(c for c in pod.get("initContainers", []) + pod["containers"] if c["name"] == name)
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def deployment_values() -> dict[str, str]:
+    return container_env("edge")
 
 
 class Edge:
@@ -118,14 +122,19 @@ def pod(tmp_path_factory, run_dir):
     store, work = folder / "model-store", folder / "work"
     work.mkdir()
     build_mar(resolve_run(run_dir), store, ServeConfig())
-    config = folder / "config.properties"
-    config.write_text(_properties_with(PROPERTIES.read_text(encoding="utf-8"), {
+    shipped = folder / "configmap.properties"
+    shipped.write_text(_properties_with(PROPERTIES.read_text(encoding="utf-8"), {
         "inference_address": f"http://127.0.0.1:{port['inference']}",
         "management_address": f"http://127.0.0.1:{port['management']}",
         "metrics_address": f"http://127.0.0.1:{port['metrics']}",
         "grpc_inference_port": str(port["grpc_i"]), "grpc_management_port": str(port["grpc_m"]),
         "model_store": str(store),
         "allowed_urls": f"file://{store}/[^/]+\\\\.mar"}), encoding="utf-8")
+    # the initContainer register-models, as the Deployment runs it, writes the config TorchServe starts with
+    config = folder / "config.properties"
+    registration = container_env("register-models")
+    subprocess.run([sys.executable, str(REPO / "k8s/base/scripts/torchserve_models.py"), str(shipped), str(store),
+                    str(config)], check=True, env={**os.environ, **registration}, capture_output=True, timeout=60)
     log = folder / "torchserve.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log, "wb") as handle:
@@ -144,7 +153,7 @@ def pod(tmp_path_factory, run_dir):
         _wait_for(f"http://127.0.0.1:{port['edge_i']}/healthz", 200, 120, torchserve, log)
         yield {"inference": f"http://127.0.0.1:{port['edge_i']}", "management": f"http://127.0.0.1:{port['edge_m']}",
                "torchserve": f"http://127.0.0.1:{port['inference']}", "folder": folder, "store": store,
-               "max_body": int(values["FER_MAX_BODY_BYTES"])}
+               "max_body": int(values["FER_MAX_BODY_BYTES"]), "registration": registration}
     finally:
         edge.close()
         os.killpg(torchserve.pid, signal.SIGTERM)
@@ -254,3 +263,12 @@ def test_unfilled_or_shared_tokens_open_nothing(tmp_path, inference, management,
             assert answer.status_code == 503
     finally:
         edge.close()
+
+
+def test_the_pod_registers_its_archives_with_the_environments_workers_and_batching(pod):
+    """The archive freezes none: register-models wrote them into TorchServe's start config from the
+    Deployment's environment (FER_WORKERS, FER_BATCH_SIZE, FER_MAX_BATCH_DELAY_MS)."""
+    [described] = requests.get(f"{pod['management']}/models/fer", headers=bearer(MANAGEMENT_TOKEN), timeout=30).json()
+    registration = pod["registration"]
+    assert (described["minWorkers"], described["batchSize"], described["maxBatchDelay"]) == (
+        int(registration["FER_WORKERS"]), int(registration["FER_BATCH_SIZE"]), int(registration["FER_MAX_BATCH_DELAY_MS"]))

@@ -78,3 +78,43 @@ def test_sync_fails_clearly_on_empty_source_and_bad_urls(s3, tmp_path, capsys):
         sync.main(["/local/path", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="s3://no-such-bucket/: cannot list"):
         sync.main(["s3://no-such-bucket", str(tmp_path / "d")])
+
+
+def _archive(path: Path, name: str, version: str) -> Path:
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {"modelName": name, "modelVersion": version}}))
+    return path
+
+
+def test_register_models_writes_each_archive_with_the_environments_settings(tmp_path, monkeypatch):
+    import json
+    import os
+
+    models = load("torchserve_models")
+    store = tmp_path / "store"
+    store.mkdir()
+    _archive(store / "fer-3.mar", "fer", "3")
+    newer = _archive(store / "fer-4.mar", "fer", "4")
+    os.utime(newer, (2_000_000_000, 2_000_000_000))
+    base = "model_store=/m\nload_models=all\nallowed_urls=file:///m/[^/]+\\\\.mar\n"
+    monkeypatch.setenv("FER_WORKERS", "2")
+    monkeypatch.setenv("FER_BATCH_SIZE", "8")
+    monkeypatch.setenv("FER_MAX_BATCH_DELAY_MS", "20")
+    text = models.render(base, store)
+    lines = dict(line.split("=", 1) for line in text.splitlines())
+    assert lines["load_models"] == "fer-3.mar,fer-4.mar" and lines["model_store"] == "/m"
+    written = json.loads(lines["models"])["fer"]
+    assert written["4"] == {"marName": "fer-4.mar", "minWorkers": 2, "maxWorkers": 2, "batchSize": 8,
+                            "maxBatchDelay": 20, "defaultVersion": True}
+    assert written["3"]["defaultVersion"] is False
+    assert "load_models" not in models.render(base, tmp_path)  # an empty store: TorchServe starts empty
+    monkeypatch.setenv("FER_BATCH_SIZE", "0")
+    with pytest.raises(SystemExit, match=r"FER_BATCH_SIZE='0'.*\[1, 1024\]"):
+        models.render(base, store)
+    monkeypatch.setenv("FER_BATCH_SIZE", "8")
+    (store / "broken.mar").write_bytes(b"not a zip")
+    with pytest.raises(SystemExit, match="broken.mar: not a model archive"):
+        models.render(base, store)

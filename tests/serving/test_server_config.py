@@ -28,7 +28,7 @@ def test_config_properties(tmp_path):
     serve = ServeConfig(max_request_bytes=12345, token_expiration_min=15, workers=2)
     settings = ServerSettings.from_config(serve, home=tmp_path / "ts", model_store=tmp_path / "store",
                                           inference_port=9001, management_port=None)
-    props = properties(render_config(settings, ["fer-1.mar"]))
+    props = properties(render_config(settings))
     # clients talk to TorchServe itself: its inference API on serve.address:serve.inference_port
     assert props["inference_address"] == "http://127.0.0.1:9001"
     assert props["management_address"] == "http://127.0.0.1:8081"
@@ -44,8 +44,9 @@ def test_config_properties(tmp_path):
     assert props["token_expiration_min"] == "15"
     assert props["default_workers_per_model"] == "2"
     assert props["model_store"] == str(tmp_path / "store")
-    assert props["load_models"] == "fer-1.mar"
-    assert "load_models" not in properties(render_config(settings, []))
+    assert "load_models" not in props  # archives are registered after the start, with serve.* batching
+    assert props["job_queue_size"] == "1000" and props["default_response_timeout"] == "120"
+    assert props["disable_system_metrics"] == "true" and props["async_logging"] == "true"
 
 
 def test_java_command_keeps_token_auth(tmp_path):

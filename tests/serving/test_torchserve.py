@@ -16,7 +16,7 @@ from PIL import Image
 
 from fer_cli.main import cli
 from fer_core.config import ServeConfig
-from fer_core.serving.client import TorchServeClient, deploy_model, read_keys
+from fer_core.serving.client import Registration, TorchServeClient, deploy_model, read_keys
 from fer_core.serving.inference import LocalPredictor
 from fer_core.serving.package import build_mar, publish_mar, resolve_run
 from fer_core.serving.server import ServerSettings, server_status, start_server, stop_server
@@ -240,7 +240,8 @@ def test_swap_version_under_load(server, client, run_dir_b, good_images):
     worker.start()
     try:
         time.sleep(1.0)
-        report = deploy_model(stored, settings.management_url, client.keys.management, "fer")
+        report = deploy_model(stored, settings.management_url, client.keys.management, "fer",
+                              registration=Registration.from_serve(SERVE))
         time.sleep(2.0)
     finally:
         stop.set()
@@ -439,3 +440,27 @@ def test_real_photos_are_answered_face_by_face_and_the_server_keeps_serving(serv
     huge = client.predict("fer", P.jpeg(P.portrait().resize((1200, 1000))))  # over this server's 1 Mpx
     assert huge.status == 400 and "too large" in huge.body["message"]
     assert client.predict("fer", P.jpeg(P.portrait())).status == 200
+
+
+def test_workers_and_batching_are_the_environments_set_at_registration(server, client, run_dir, tmp_path):
+    """The archive freezes no workers or batching: the server that registers it says them (the start's
+    serve.* here, 8 / 20 ms / 1 worker; a deploy elsewhere with other serve.* gets those)."""
+    from fer_core.serving.client import Registration
+
+    settings, _, _ = server
+    [default] = [entry for entry in client.list_versions("fer")]
+    described = client.describe("fer", str(default["modelVersion"]))
+    assert (described["batchSize"], described["maxBatchDelay"], described["minWorkers"]) == (
+        SERVE.batch_size, SERVE.max_batch_delay_ms, SERVE.workers)
+    # the same archive registered under another name with another environment's settings
+    other = SERVE.__class__(model_name="fer-other", batch_size=3, max_batch_delay_ms=7, workers=1, response_timeout_s=30)
+    mar = build_mar(resolve_run(run_dir), tmp_path / "build", other)
+    stored = publish_mar(mar, settings.model_store)
+    report = deploy_model(stored, settings.management_url, client.keys.management, "fer-other",
+                          registration=Registration.from_serve(other))
+    try:
+        described = client.describe("fer-other", report["model_version"])
+        assert (described["batchSize"], described["maxBatchDelay"], described["minWorkers"]) == (3, 7, 1)
+        assert described["responseTimeout"] == 30  # the archive's (other.response_timeout_s)
+    finally:
+        client.unregister("fer-other", report["model_version"])
