@@ -7,6 +7,9 @@ ignores the Kubernetes settings; `fer pipeline compile` writes them into the pac
 """
 
 
+import os
+import re
+from pathlib import Path
 from typing import Any  # no `from __future__ import annotations`: KFP reads the real types
 
 from kfp import dsl, kubernetes
@@ -196,9 +199,58 @@ def fer_pipeline(
                 _secrets(deployed, s3=True, mlflow=True, torchserve=True)
 
 
+def compile_package(out_file: str | os.PathLike, config: Config | None = None) -> Path:
+    """The KFP v2 package (IR YAML with the Kubernetes platform spec) at OUT_FILE; its config section
+    parameters default to `config` (else params.yaml / $FER_PARAMS as `load_config` finds them)."""
+    from kfp import compiler
+
+    from fer_core.config import load_config
+
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    defaults = pipeline_arguments(config if config is not None else load_config())
+    compiler.Compiler().compile(fer_pipeline, str(out), pipeline_parameters=defaults)
+    _restore_integers(out, defaults)
+    return out
+
+
+def _restore_integers(package: Path, defaults: dict[str, Any]) -> None:
+    """KFP stores a dict parameter as a protobuf Struct, whose numbers are all doubles, so the package
+    would read `epochs: 60.0`. Write back as integers the values the config holds as integers (the
+    same number to KFP; the config parser turns 60.0 back into 60 either way), in the YAML and in the
+    header comment that lists the inputs."""
+    import yaml
+
+    text = package.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    leading = next((n for n, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    header = "".join(lines[:leading])   # KFP's comment block at the top; a '#' inside the YAML is not header
+    documents = list(yaml.safe_load_all(text[len(header):]))
+    parameters = documents[0]["root"]["inputDefinitions"]["parameters"]
+    for name, value in defaults.items():
+        compiled = parameters.get(name, {}).get("defaultValue")
+        if not (isinstance(value, dict) and isinstance(compiled, dict)):
+            continue
+        for key, number in compiled.items():
+            original = value.get(key)
+            if isinstance(original, int) and not isinstance(original, bool) and number == original:
+                compiled[key] = original
+        header = re.sub(rf"^(#\s+{re.escape(name)}: dict \[Default: ).*\]$",
+                        lambda match: f"{match.group(1)}{dict(sorted(compiled.items()))!r}]", header, flags=re.M)
+    with package.open("w", encoding="utf-8") as handle:
+        handle.write(header)
+        yaml.safe_dump_all(documents, handle, sort_keys=True)
+
+
+def pipeline_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
+    """The run's parameters: the resolved config's sections plus the given ones (None values dropped)."""
+    out: dict[str, Any] = dict(config_parameters(config))
+    out.update({key: value for key, value in arguments.items() if value is not None})
+    return out
+
+
+
 if __name__ == "__main__":  # python -m pipelines.fer_pipeline [OUT.yaml]: the package with params.yaml's defaults
     import sys
 
-    from pipelines.runner import compile_pipeline
-
-    print(compile_pipeline(sys.argv[1] if len(sys.argv) > 1 else "fer_pipeline.yaml"))
+    print(compile_package(sys.argv[1] if len(sys.argv) > 1 else "fer_pipeline.yaml"))

@@ -14,30 +14,18 @@ from typing import Any, Iterator
 from fer_core import cluster
 from fer_core.config import Config
 from fer_core.home import default_tracking_uri, fer_home
-from pipelines.fer_pipeline import PIPELINE_NAME, config_parameters, fer_pipeline
+from pipelines.fer_pipeline import PIPELINE_NAME, compile_package, fer_pipeline, pipeline_arguments  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 
 def compile_pipeline(out_file: str | os.PathLike, config: Config | None = None, *,
                      require_digests: bool = False) -> Path:
-    """The KFP v2 package (IR YAML with the Kubernetes platform spec) at OUT_FILE; its config section
-    parameters default to `config` (else params.yaml / $FER_PARAMS as `load_config` finds them).
-
-    `require_digests`: refuse (ValueError naming them) images pinned by tag only; see `unpinned_images`.
-    """
-    from kfp import compiler
-
-    from fer_core.config import load_config
-
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    defaults = pipeline_arguments(config if config is not None else load_config())
+    """The KFP v2 package at OUT_FILE (`fer_pipeline.compile_package`); `require_digests`: refuse (ValueError
+    naming them) images pinned by tag only; see `unpinned_images`."""
     if require_digests:
         check_digests()
-    compiler.Compiler().compile(fer_pipeline, str(out), pipeline_parameters=defaults)
-    _restore_integers(out, defaults)
-    return out
+    return compile_package(out_file, config)
 
 
 def check_digests() -> None:
@@ -51,41 +39,6 @@ def check_digests() -> None:
 def unpinned_images() -> list[str]:
     """The component images (fer_core.cluster.component_images) that name a tag but no digest."""
     return sorted({image for image in cluster.component_images() if "@sha256:" not in image})
-
-
-def _restore_integers(package: Path, defaults: dict[str, Any]) -> None:
-    """KFP stores a dict parameter as a protobuf Struct, whose numbers are all doubles, so the package
-    would read `epochs: 60.0`. Write back as integers the values the config holds as integers (the
-    same number to KFP; the config parser turns 60.0 back into 60 either way), in the YAML and in the
-    header comment that lists the inputs."""
-    import yaml
-
-    text = package.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    leading = next((n for n, line in enumerate(lines) if not line.startswith("#")), len(lines))
-    header = "".join(lines[:leading])   # KFP's comment block at the top; a '#' inside the YAML is not header
-    documents = list(yaml.safe_load_all(text[len(header):]))
-    parameters = documents[0]["root"]["inputDefinitions"]["parameters"]
-    for name, value in defaults.items():
-        compiled = parameters.get(name, {}).get("defaultValue")
-        if not (isinstance(value, dict) and isinstance(compiled, dict)):
-            continue
-        for key, number in compiled.items():
-            original = value.get(key)
-            if isinstance(original, int) and not isinstance(original, bool) and number == original:
-                compiled[key] = original
-        header = re.sub(rf"^(#\s+{re.escape(name)}: dict \[Default: ).*\]$",
-                        lambda match: f"{match.group(1)}{dict(sorted(compiled.items()))!r}]", header, flags=re.M)
-    with package.open("w", encoding="utf-8") as handle:
-        handle.write(header)
-        yaml.safe_dump_all(documents, handle, sort_keys=True)
-
-
-def pipeline_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
-    """The run's parameters: the resolved config's sections plus the given ones (None values dropped)."""
-    out: dict[str, Any] = dict(config_parameters(config))
-    out.update({key: value for key, value in arguments.items() if value is not None})
-    return out
 
 
 def local_arguments(config: Config, **arguments: Any) -> dict[str, Any]:
