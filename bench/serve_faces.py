@@ -7,8 +7,9 @@ artifact); PREPARED is the prepared dataset it was trained on. Every image of th
 its stored bytes to `LocalPredictor` (the TorchServe handler's code, in-process) under serve.faces=off
 (the whole image is one crop: what the server did before the face step) and serve.faces=auto (faces
 found are aligned to the model's template, the rest classified whole). Prints and writes accuracy and
-mean class accuracy of each, the share of images where a face was detected, and how often the two
-answers agree. The question it answers: does serving through the face step keep the model's figures on
+mean class accuracy of each, the share of images where a face was detected, how often the two
+answers agree, and, when the model carries its review rule (RUN/review.json, written by evaluation),
+the share of answers flagged for review and the accuracy of the answers that were not. The question it answers: does serving through the face step keep the model's figures on
 crops like its training crops (issue "Real photos in")?
 """
 
@@ -66,6 +67,14 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(f"serve.faces={mode:<5} accuracy {report['accuracy']:.4f}  mean class accuracy "
               f"{report['mean_class_accuracy']:.4f}  face detected in {detected} of {len(rows)}  ({seconds:.1f} s)")
+        flags = [answer["review"] for answer in answers]
+        if None not in flags:  # the model carries a review rule (RUN/review.json): the answers a client keeps
+            flagged = np.array(flags, dtype=bool)
+            kept = float((predicted == truth)[~flagged].mean()) if (~flagged).any() else None
+            result["modes"][mode]["review"] = {"flagged_share": round(float(flagged.mean()), 4),
+                                               "accuracy_unflagged": None if kept is None else round(kept, 4)}
+            print(f"  review: {flagged.mean():.1%} flagged; accuracy of the unflagged answers "
+                  f"{kept:.4f} (all: {report['accuracy']:.4f})")
     result["agreement"] = round(float((answers_by_mode["off"] == answers_by_mode["auto"]).mean()), 4)
     result["template"] = json.loads((args.run / "meta.json").read_text()).get("faces")
     print(f"the two answers agree on {result['agreement']:.1%} of the images")

@@ -69,7 +69,9 @@ def ingest_markdown(result: dict[str, Any]) -> str:
 PLOT_CAPTIONS = {"confusion_matrix": "Confusion matrix: rows are true classes, columns predictions",
                  "per_class_recall": "Recall of each class (the dashed line is their mean, the gate's metric)",
                  "reliability": "Calibration: accuracy per confidence bin against the diagonal",
-                 "training_curves": "Loss and accuracy per epoch, train and validation"}
+                 "training_curves": "Loss and accuracy per epoch, train and validation",
+                 "risk_coverage": "Which answers to trust: error rate of the answers kept, most trusted first, "
+                                  "per signal (learned uncertainty, softmax confidence); the dot is the served review rule"}
 PAGE_STYLE = ("body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}"
               "h1{font-size:22px;margin-bottom:4px}.meta{color:#555;font-size:13px;margin-bottom:16px}"
               "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 10px;"
@@ -127,9 +129,23 @@ def plots_html(run_dir: str | Path, metrics: dict[str, Any], run_id: str = "") -
             f"{''.join(images)}</body></html>")
 
 
+def review_summary(review: dict[str, str]) -> str:
+    """One line on the served review rule from the version's review tags ('' without a rule)."""
+    if not review:
+        return ""
+    text = (f"review rule: {review['review_signal']} above {float(review['review_threshold']):.4g} "
+            f"(target {float(review['review_target_flagged']):.0%} flagged")
+    if "review_val_flagged_share" in review and "review_val_accuracy_unflagged" in review:
+        text += (f"; on validation {float(review['review_val_flagged_share']):.1%} flagged, accuracy of the rest "
+                 f"{float(review['review_val_accuracy_unflagged']):.3f} vs {float(review['review_val_accuracy_all']):.3f}")
+    return text + ")"
+
+
 def decision_markdown(result: dict[str, Any]) -> str:
     promoted = "promoted to **champion**" if result["promoted"] else "kept as **candidate**"
+    review = review_summary(result.get("review") or {})
     return (f"# Registry\n\n`{result['name']}` version {result['version']}: {promoted}.\n\n"
             f"- gate: {result['metric']} = {result['value']:.4f}\n- reason: {result['reason']}\n"
-            f"- model: `{result['model_uri']}` (MLflow run `{result['run_id']}`)\n")
+            + (f"- {review}\n" if review else "")
+            + f"- model: `{result['model_uri']}` (MLflow run `{result['run_id']}`)\n")
 

@@ -133,6 +133,7 @@ class EvaluateConfig:
     split: str = "test"
     ece_bins: int = 15
     batch_size: int = 128
+    review_flagged: float = 0.2      # share of validation answers the served review rule flags (docs/serving.md)
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "train.compile_backend": ("inductor", "aot_eager", "eager", "cudagraphs"), "train.sync_every_steps": (1, 100_000),
     "evaluate.split": ("train", "val", "test"), "evaluate.ece_bins": (2, 1000), "evaluate.batch_size": (1, 65_536),
+    "evaluate.review_flagged": (0.01, 0.9),
     "registry.floor": (0.0, 1.0),
     "registry.gate_metric": ("val_mean_class_accuracy", "val_accuracy", "val_macro_f1"),
     "serve.inference_port": _PORT, "serve.management_port": _PORT, "serve.metrics_port": _PORT,

@@ -223,11 +223,30 @@ def evaluate_step(run_dir: str | Path, data_dir: str | Path, config: Config, *, 
             for key, value in headline_metrics(metrics).items():
                 client.log_metric(run_id, key, value)
             client.log_artifact(run_id, metrics["metrics_path"], "evaluation")
+            if (run_dir / "review.json").is_file():
+                client.log_artifact(run_id, str(run_dir / "review.json"), "evaluation")
             tracking.log_artifacts_dir(run_id, run_dir / "plots", "plots")
     return metrics
 
 
 # ----------------------------------------------------------------------------------------- register
+
+def review_tags(run_dir: Path) -> dict[str, str]:
+    """The registered version's tags for the review rule evaluation chose (RUN/review.json): signal,
+    threshold, target and the validation figures behind them; {} for a run not evaluated yet."""
+    from fer_core.evaluation.trust import REVIEW_FILE, ReviewRule
+
+    path = run_dir / REVIEW_FILE
+    if not path.is_file():
+        return {}
+    rule = ReviewRule.from_dict(read_json(path))
+    tags = {"review_signal": rule.signal, "review_threshold": repr(rule.threshold),
+            "review_target_flagged": repr(rule.target_flagged)}
+    for key in ("flagged_share", "accuracy_all", "accuracy_unflagged"):
+        if rule.validation.get(key) is not None:
+            tags[f"review_val_{key}"] = f"{rule.validation[key]:.4f}"
+    return tags
+
 
 def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_uri: str | None = None,
                   model_name: str = "", floor: float | None = None) -> dict[str, Any]:
@@ -249,8 +268,12 @@ def register_step(run_dir: str | Path, config: Config, *, run_id: str, tracking_
         decision = tracking.register_and_gate(model_uri, name, metric_name=metric, metric_value=value,
                                               floor=config.registry.floor if floor is None else floor,
                                               run_id=run_id)
+        review = review_tags(run_dir)
+        for key, tag in review.items():  # the served review rule, readable beside the gate's tags
+            client.set_model_version_tag(name, decision.version, key, tag)
     client.set_terminated(run_id, "FINISHED")
     out = asdict(decision)
+    out["review"] = review
     out.update(model_uri=model_uri, run_id=run_id, metric=metric, value=value)
     return out
 

@@ -12,7 +12,7 @@ def register(model: Input[Model], registry_config: dict, mlflow_run_id: str, mlf
     `champion` moves only if it beats the champion and the floor (registry_config's floor and
     gate_metric). Returns whether it became champion (the version and reason are in `decision` and in
     MLflow)."""
-    from components.kfp_io import announce, decision_markdown, step_config, use_endpoints
+    from components.kfp_io import announce, decision_markdown, review_summary, step_config, use_endpoints
     from fer_core.steps import register_step
 
     use_endpoints(s3_endpoint_url=s3_endpoint_url, mlflow_tracking_uri=mlflow_tracking_uri)
@@ -20,5 +20,6 @@ def register(model: Input[Model], registry_config: dict, mlflow_run_id: str, mlf
                            tracking_uri=mlflow_tracking_uri or None)
     with open(decision.path, "w", encoding="utf-8") as handle:
         handle.write(decision_markdown(result))
-    announce(result["reason"])
+    review = review_summary(result.get("review") or {})
+    announce(result["reason"] + (f"; {review}" if review else ""))
     return bool(result["promoted"])

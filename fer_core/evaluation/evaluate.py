@@ -8,9 +8,14 @@ uncertainty for every image with the evaluation transform, and writes:
       ece, uncertainty {mean, median, mean/median correct vs wrong}, and, when the dataset carries the
       synthetic generator's truth (DATA/synth_truth.csv, joined on source_id = name), noise: the AUROC
       of uncertainty for flagging the flipped labels of the train split.
+      trust: how well the learned uncertainty and the softmax confidence single out wrong answers on the
+      validation split and on `split` (error AUROC, risk-coverage AURC, accuracy at 90/80 % coverage; for
+      synthetic sets the AUROC for ambiguous faces), and the review rule chosen on validation
+      (fer_core/evaluation/trust.py).
+  RUN/review.json     the review rule the model is served with (registered and packaged with it)
   RUN/predictions_<split>.csv   path, label, prediction, confidence, uncertainty per image
   RUN/plots/<split>_confusion_matrix.png, <split>_per_class_recall.png, <split>_reliability.png,
-      training_curves.png (from RUN/history.json)
+      <split>_risk_coverage.png, val_risk_coverage.png, training_curves.png (from RUN/history.json)
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from fer_core.data.dataset import EpochBatchSampler, FERDataset
 from fer_core.data.prepared import TRUTH, read_truth
 from fer_core.data.transforms import eval_transform
 from fer_core import metrics as M
-from fer_core.evaluation import plots
+from fer_core.evaluation import plots, trust
 from fer_core.io import atomic_write_text, read_json, write_json
 from fer_core.model import FERNet, build_model
 from fer_core.training.checkpoint import load_torch
@@ -118,6 +123,40 @@ HEADLINE = (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accura
             ("ece", "ECE"))
 
 
+def trust_section(model: FERNet, data_dir: Path, split: str, out: dict[str, np.ndarray], probs: np.ndarray,
+                  dataset: FERDataset, image_size: int, config: Config, device: torch.device,
+                  truth_path: Path | None) -> tuple[dict[str, Any], trust.ReviewRule | None]:
+    """The trust signals on the validation split and on `split`, and the review rule chosen on validation
+    (None when the data has no validation split with both right and wrong answers)."""
+    section: dict[str, Any] = {}
+    val_set = FERDataset(data_dir, "val", eval_transform(image_size)) if split != "val" else dataset
+    if len(val_set) == 0:
+        return {"note": "no validation split: no review rule"}, None
+    val_out = out if val_set is dataset else predict(model, val_set, config.evaluate.batch_size, config.train.workers,
+                                                     device)
+    val_probs = probs if val_set is dataset else M.softmax(val_out["logits"])
+    val_confidence, val_correct = val_probs.max(axis=1), val_probs.argmax(axis=1) == val_out["labels"]
+    if val_correct.all() or not val_correct.any():
+        return {"note": "the validation answers are all right or all wrong: no review rule"}, None
+    rule = trust.choose_review_rule(val_confidence, val_out["uncertainty"], val_correct, config.evaluate.review_flagged)
+    section["val"] = trust.signals_report(val_confidence, val_out["uncertainty"], val_correct, rule.combination)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == out["labels"]
+    ambiguous = None
+    if truth_path is not None and truth_path.is_file():
+        truth = read_truth(truth_path)
+        rows = [truth.get(row.source_id) for row in dataset.rows]
+        if all(row is not None and row.intensity is not None and row.clean_label_name for row in rows):
+            ambiguous = np.array([is_ambiguous(row.clean_label_name, row.intensity) for row in rows])
+    section[split] = trust.signals_report(confidence, out["uncertainty"], correct, rule.combination, ambiguous)
+    flagged = rule.flags(confidence, out["uncertainty"])
+    kept = correct[~flagged]
+    section["review"] = {**rule.to_dict(), split: {
+        "flagged_share": float(flagged.mean()), "accuracy_all": float(correct.mean()),
+        "accuracy_unflagged": float(kept.mean()) if len(kept) else None,
+        "coverage": float(1.0 - flagged.mean()), "risk": float(1.0 - kept.mean()) if len(kept) else None}}
+    return section, rule
+
+
 def scores(report: dict[str, Any]) -> dict[str, float]:
     """The headline figures of an evaluation report, unprefixed, and the noisy-label AUROCs if any."""
     out = {key: float(report[key]) for key, _ in HEADLINE if report.get(key) is not None}
@@ -136,7 +175,40 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, float]:
     flat = {(key if key.endswith("auroc") else f"{split}_{key}"): value for key, value in scores(report).items()}
     flat.update({f"{split}_recall_{name}": float(value)
                  for name, value in report["per_class_recall"].items() if value is not None})
+    flat.update(trust_metrics(report.get("trust") or {}))
     return flat
+
+
+def trust_metrics(section: dict[str, Any]) -> dict[str, float]:
+    """The trust section as MLflow keys: `{split}_error_auroc_{signal}`, `{split}_aurc_{signal}`,
+    `{split}_accuracy_at_90_{signal}` (and 80), `{split}_ambiguous_auroc_{signal}`, and the review rule's
+    `review_threshold` with its flagged share and unflagged accuracy per split."""
+    flat: dict[str, float] = {}
+    for part, entry in section.items():
+        if part in ("review", "note") or not isinstance(entry, dict):
+            continue
+        for signal in trust.SIGNALS:
+            figures = entry.get(signal)
+            if not figures:
+                continue
+            for key in ("error_auroc", "aurc", "ambiguous_auroc"):
+                if figures.get(key) is not None:
+                    flat[f"{part}_{key}_{signal}"] = float(figures[key])
+            for coverage, value in figures["accuracy_at"].items():
+                flat[f"{part}_accuracy_at_{int(round(float(coverage) * 100))}_{signal}"] = float(value)
+    review = section.get("review")
+    if review:
+        flat["review_threshold"] = float(review["threshold"])
+        applied = [("val", review["validation"])] + [(key, value) for key, value in review.items()
+                                                     if key not in RULE_KEYS and isinstance(value, dict)]
+        for part, figures in applied:
+            flat[f"{part}_review_flagged_share"] = float(figures["flagged_share"])
+            if figures.get("accuracy_unflagged") is not None:
+                flat[f"{part}_review_accuracy_unflagged"] = float(figures["accuracy_unflagged"])
+    return flat
+
+
+RULE_KEYS = frozenset({"signal", "threshold", "target_flagged", "combination", "validation"})
 
 
 def _metrics_path(run_dir: Path, split: str) -> Path:
@@ -183,6 +255,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     if truth_path.is_file():
         report["noise"] = noise_detection(model, data_dir, truth_path, int(meta["image_size"]),
                                           config.evaluate.batch_size, config.train.workers, device)
+    report["trust"], rule = trust_section(model, data_dir, split, out, probs, dataset, int(meta["image_size"]), config,
+                                          device, truth_path)
+    if rule is not None:
+        write_json(run_dir / trust.REVIEW_FILE, rule.to_dict())
 
     plot_dir = run_dir / "plots"
     bins = M.reliability_bins(probs, out["labels"], config.evaluate.ece_bins)
@@ -193,6 +269,20 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
                                   title=f"Per-class recall ({split})", reference=report["mean_class_accuracy"]),
         plots.plot_reliability(bins, plot_dir / f"{split}_reliability.png", ece=report["ece"]),
     )]
+    if rule is not None:
+        for part in dict.fromkeys((split, "val")):
+            signals = {name: report["trust"][part][name] for name in trust.SIGNALS if name in report["trust"][part]}
+            marker = ({**report["trust"]["review"][split], "signal": rule.signal} if part == split else
+                      {**rule.validation, "signal": rule.signal, "coverage": 1 - rule.validation["flagged_share"],
+                       "risk": None if rule.validation["accuracy_unflagged"] is None
+                       else 1 - rule.validation["accuracy_unflagged"]})
+            report["plots"].append(str(plots.plot_risk_coverage(
+                signals, plot_dir / f"{part}_risk_coverage.png", title=f"Risk-coverage ({part})",
+                review=marker).relative_to(run_dir)))
+    for part in report["trust"].values():  # the curves are drawn; the report keeps their figures only
+        for name in trust.SIGNALS:
+            if isinstance(part, dict) and isinstance(part.get(name), dict):
+                part[name].pop("curve", None)
     history_path = run_dir / "history.json"
     if history_path.is_file() and read_json(history_path):
         report["plots"].append(str(plots.plot_training_curves(read_json(history_path),

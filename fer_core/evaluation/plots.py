@@ -104,6 +104,28 @@ def plot_reliability(bins: dict[str, Any], path: str | Path, ece: float | None =
     return _save(figure, path)
 
 
+def plot_risk_coverage(signals: dict[str, dict[str, Any]], path: str | Path, title: str = "Risk-coverage",
+                       review: dict[str, Any] | None = None) -> Path:
+    """One risk-coverage curve per trust signal (fer_core.evaluation.trust): the error rate of the answers
+    kept when only the most trusted share (coverage) is accepted, with each curve's AURC in the legend;
+    `review` (the served rule, applied to these answers) marks its operating point."""
+    figure = _figure(6, 4.5)
+    axes = figure.add_subplot()
+    for name, entry in signals.items():
+        curve = entry["curve"]
+        axes.plot(curve["coverage"], curve["risk"], label=f"{name} (AURC {entry['aurc']:.3f})")
+    if review and review.get("coverage") is not None and review.get("risk") is not None:
+        axes.scatter([review["coverage"]], [review["risk"]], color="black", zorder=3,
+                     label=f"review rule ({review['signal']}): {review['flagged_share']:.0%} flagged")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(bottom=0)
+    axes.set_xlabel("coverage (share of answers accepted, most trusted first)")
+    axes.set_ylabel("risk (error rate of the accepted answers)")
+    axes.set_title(title)
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
 def plot_class_distribution(counts: dict[str, dict[str, int]], path: str | Path,
                             title: str = "Images per class and split") -> Path:
     """Grouped bars: for each class, its image count in each split (train, val, test), labelled."""

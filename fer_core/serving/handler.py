@@ -46,6 +46,7 @@ class FerHandler(BaseHandler):
         self.model = inference.load_model(self.model_pt_path, self.meta, self.device)
         self.class_names = list(self.meta["class_names"])
         self.transform = inference.build_eval_transform(self.meta)
+        self.review = inference.load_review_rule(model_dir)
         handler_config = (getattr(context, "model_yaml_config", None) or {}).get("handler") or {}
         threads = int(handler_config.get("torch_threads", 0))
         if threads > 0:
@@ -92,7 +93,7 @@ class FerHandler(BaseHandler):
     def postprocess(self, data) -> list[dict[str, Any]]:
         batch, probabilities, uncertainty = data
         answers = inference.build_answers(batch, probabilities, uncertainty, self.class_names,
-                                          self.model_name, self.model_version)
+                                          self.model_name, self.model_version, self.review)
         for index, error in batch.errors.items():
             self.context.set_response_status(error["code"], error["message"], idx=index)
         return answers

@@ -20,6 +20,7 @@ from fer_core.data.faces import DetectorError, FaceError, FaceSettings
 from fer_core.data.faces import align as align_face
 from fer_core.data.faces import detect as detect_faces
 from fer_core.data.images import ImageDecodeError, decode_image
+from fer_core.evaluation.trust import REVIEW_FILE, ReviewRule
 from fer_core.model.export import WEIGHTS_FILE as MODEL_FILE  # what is served: tensors only
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,18 @@ def build_eval_transform(meta: dict[str, Any]) -> Callable[[Image.Image], torch.
             "re-export the run with the current code"
         )
     return transform
+
+
+def load_review_rule(model_dir: str | Path) -> ReviewRule | None:
+    """The review rule packaged with the model (review.json), or None for a model evaluated before it
+    existed (its answers then say `review: null`)."""
+    path = Path(model_dir) / REVIEW_FILE
+    if not path.is_file():
+        return None
+    try:
+        return ReviewRule.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def load_model(path: str | Path, meta: dict[str, Any], device: torch.device) -> torch.nn.Module:
@@ -230,20 +243,26 @@ def run_model(model: torch.nn.Module, batch: PreparedBatch,
 
 
 def build_answers(batch: PreparedBatch, probabilities: torch.Tensor | None, uncertainty: torch.Tensor | None,
-                  class_names: Sequence[str], model_name: str, model_version: str) -> list[dict[str, Any]]:
-    """One JSON answer per item, in batch order: its faces, largest first, each with its prediction; the
-    first face's prediction also at the top level (label, probabilities, uncertainty); or the item's error."""
+                  class_names: Sequence[str], model_name: str, model_version: str,
+                  review: ReviewRule | None = None) -> list[dict[str, Any]]:
+    """One JSON answer per item, in batch order: its faces, largest first, each with its prediction and
+    its review flag (`review`: the model's rule says a person should look at this answer; None without a
+    rule); the first face's answer also at the top level; or the item's error."""
     answers: list[dict[str, Any]] = [{} for _ in range(batch.size)]
+    flags = None
+    if review is not None and probabilities is not None:
+        flags = review.flags(probabilities.max(dim=1).values.double().numpy(), uncertainty.double().numpy())
     for row, index in enumerate(batch.indices):
         probs = probabilities[row].tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
         face = {**batch.faces[row], "label": class_names[best], "probabilities": dict(zip(class_names, probs)),
-                "uncertainty": float(uncertainty[row])}
+                "uncertainty": float(uncertainty[row]), "review": None if flags is None else bool(flags[row])}
         answer = answers[index]
         if not answer:
             answer.update({"label": face["label"], "probabilities": face["probabilities"],
-                           "uncertainty": face["uncertainty"], "faces": [], "faces_found": batch.found.get(index, 0),
-                           "model_name": model_name, "model_version": model_version})
+                           "uncertainty": face["uncertainty"], "review": face["review"], "faces": [],
+                           "faces_found": batch.found.get(index, 0), "model_name": model_name,
+                           "model_version": model_version})
         answer["faces"].append(face)
     for index, error in batch.errors.items():
         answers[index] = error
@@ -262,6 +281,7 @@ class LocalPredictor:
         self.model = load_model(model_dir / MODEL_FILE, self.meta, self.device)
         self.transform = build_eval_transform(self.meta)
         self.policy = face_policy(self.meta, faces, max_faces, threads)
+        self.review = load_review_rule(model_dir)
         self.class_names = list(self.meta["class_names"])
         self.model_name, self.model_version = model_name, model_version
         self.max_image_pixels = max_image_pixels
@@ -275,4 +295,4 @@ class LocalPredictor:
         batch = prepare_batch(list(images), self.transform, self.max_image_pixels, self.policy)
         probabilities, uncertainty = run_model(self.model, batch, self.device)
         return build_answers(batch, probabilities, uncertainty, self.class_names, self.model_name,
-                             self.model_version)
+                             self.model_version, self.review)

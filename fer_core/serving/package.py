@@ -25,6 +25,7 @@ import yaml
 
 from fer_core.config import ServeConfig
 from fer_core.io import atomic_write_bytes
+from fer_core.evaluation.trust import REVIEW_FILE, ReviewRule
 from fer_core.serving.inference import META_FILE, MODEL_FILE, load_meta
 
 HANDLER_SOURCE = Path(__file__).with_name("handler.py")
@@ -179,7 +180,8 @@ def mar_file_name(model_name: str, model_version: str) -> str:
 
 
 def build_mar(source: ModelSource, out_dir: str | Path, serve: ServeConfig, model_name: str | None = None) -> Path:
-    """torch-model-archiver on model.safetensors + handler + meta.json + model-config.yaml -> OUT/NAME-VERSION.mar.
+    """torch-model-archiver on model.safetensors + handler + meta.json (+ review.json, the review rule, when
+    the run was evaluated) + model-config.yaml -> OUT/NAME-VERSION.mar.
 
     The archiver runs in a subprocess with its own TMPDIR: it stages files in `$TMPDIR/<model name>`,
     which two builds at once would otherwise share.
@@ -197,11 +199,16 @@ def build_mar(source: ModelSource, out_dir: str | Path, serve: ServeConfig, mode
         shutil.copyfile(source.meta_path, staging / META_FILE)
         shutil.copyfile(HANDLER_SOURCE, staging / "handler.py")
         (staging / "model-config.yaml").write_text(model_config_yaml(serve), encoding="utf-8")
+        extra = [staging / META_FILE]
+        if (source.model_dir / REVIEW_FILE).is_file():  # the review rule evaluation chose on validation
+            ReviewRule.from_dict(json.loads((source.model_dir / REVIEW_FILE).read_text(encoding="utf-8")))
+            shutil.copyfile(source.model_dir / REVIEW_FILE, staging / REVIEW_FILE)
+            extra.append(staging / REVIEW_FILE)
         command = [
             sys.executable, "-m", "model_archiver.model_packaging",
             "--model-name", model_name, "--version", source.model_version,
             "--serialized-file", str(staging / MODEL_FILE), "--handler", str(staging / "handler.py"),
-            "--extra-files", str(staging / META_FILE), "--config-file", str(staging / "model-config.yaml"),
+            "--extra-files", ",".join(map(str, extra)), "--config-file", str(staging / "model-config.yaml"),
             "--export-path", str(export), "--archive-format", "no-archive", "--force",
         ]
         env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "TMP": str(tmp)}

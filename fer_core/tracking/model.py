@@ -44,7 +44,9 @@ def log_fer_model(run_id: str, run_dir: str | Path, *, artifact_path: str = "fer
     from fer_core.model.export import WEIGHTS_FILE as MODEL_FILE
     from fer_core.serving.inference import META_FILE
     from fer_core.tracking import pyfunc_model
-    from fer_core.tracking.pyfunc_model import META_ARTIFACT, MODEL_ARTIFACT, PROGRAM_ARTIFACT, FERPyfuncModel
+    from fer_core.evaluation.trust import REVIEW_FILE
+    from fer_core.tracking.pyfunc_model import (META_ARTIFACT, MODEL_ARTIFACT, PROGRAM_ARTIFACT, REVIEW_ARTIFACT,
+                                                FERPyfuncModel)
 
     run_dir = Path(run_dir)
     for name in (MODEL_FILE, META_FILE):
@@ -57,6 +59,8 @@ def log_fer_model(run_id: str, run_dir: str | Path, *, artifact_path: str = "fer
     artifacts = {MODEL_ARTIFACT: str(run_dir / MODEL_FILE), META_ARTIFACT: str(run_dir / META_FILE)}
     if (run_dir / PROGRAM_FILE).is_file():
         artifacts[PROGRAM_ARTIFACT] = str(run_dir / PROGRAM_FILE)
+    if (run_dir / REVIEW_FILE).is_file():  # written by evaluation: travels with the model to TorchServe
+        artifacts[REVIEW_ARTIFACT] = str(run_dir / REVIEW_FILE)
 
     # a throw-away instance predicts the example, for the signature
     probe = FERPyfuncModel()

@@ -25,6 +25,7 @@ import numpy as np
 MODEL_ARTIFACT = "weights"   # key in `artifacts` -> model.safetensors
 META_ARTIFACT = "meta"       # key in `artifacts` -> meta.json
 PROGRAM_ARTIFACT = "program"  # key in `artifacts` -> model.pt2 (kept for users; never loaded here)
+REVIEW_ARTIFACT = "review"    # key in `artifacts` -> review.json (the served review rule; packaged into the .mar)
 
 
 class FERPyfuncModel(mlflow.pyfunc.PythonModel):

@@ -74,7 +74,20 @@ def test_evaluate_writes_metrics_predictions_and_plots(noisy_run):
     flags = [truth[row.source_id].flipped for row in train_set.rows]
     assert noise["auroc"] == pytest.approx(roc_auc_score(flags, uncertainty.numpy()), abs=1e-6)
 
-    assert len(metrics["plots"]) == 4
+    # which answers to trust: the test split's error AUROC of the softmax confidence, recomputed from the
+    # written predictions; the review rule chosen on validation is written beside the model
+    wrong = [r["label"] != r["prediction"] for r in rows]
+    trust = metrics["trust"]
+    if any(wrong) and not all(wrong):
+        assert trust["test"]["confidence"]["error_auroc"] == pytest.approx(
+            roc_auc_score(wrong, [1 - float(r["confidence"]) for r in rows]), abs=1e-4)
+    if "review" in trust:
+        rule = json.loads((run / "review.json").read_text())
+        assert rule["signal"] == trust["review"]["signal"] and rule["threshold"] == trust["review"]["threshold"]
+        assert len(metrics["plots"]) == 6  # + the risk-coverage curves of test and val
+    else:
+        assert not (run / "review.json").exists() and "note" in trust
+        assert len(metrics["plots"]) == 4
     for relative in metrics["plots"]:
         assert (run / relative).read_bytes()[:8] == PNG_MAGIC, relative
 

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import boto3
@@ -111,6 +112,14 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     assert run.data.params["train.image_size"] == "32"
     assert "class_weight.neutral" in run.data.params
     assert "val_mean_class_accuracy" in run.data.metrics and "test_mean_class_accuracy" in run.data.metrics
+    # which answers to trust: both signals' error AUROC on val and test, the review rule on the version,
+    # and inside the packaged archive
+    for key in ("val_error_auroc_uncertainty", "val_error_auroc_confidence", "test_error_auroc_uncertainty",
+                "test_error_auroc_confidence", "test_aurc_confidence", "test_accuracy_at_90_confidence"):
+        assert key in run.data.metrics, key
+    assert first.tags["review_signal"] in ("uncertainty", "confidence", "combined")
+    assert float(first.tags["review_threshold"]) == run.data.metrics["review_threshold"]
+    assert "risk-coverage" in page.lower() or "Which answers to trust" in page
     assert run.data.tags["data.dvc_rev"] == version.rev
     (dataset_input,) = run.inputs.dataset_inputs
     manifest_sha256 = hashlib.sha256((tasks["ingest"] / "dataset" / "manifest.csv").read_bytes()).hexdigest()
@@ -123,6 +132,8 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     assert client.get_logged_model(first.source.removeprefix("models:/")).source_run_id == first.run_id
     # the champion was packaged for TorchServe into the model store
     assert sorted(path.name for path in store.glob("*.mar")) == ["fer-1.mar"]
+    with zipfile.ZipFile(store / "fer-1.mar") as archive:
+        assert json.loads(archive.read("review.json"))["signal"] == first.tags["review_signal"]
 
     # a second run with another learning rate, whose model cannot pass the gate (floor above any
     # accuracy but a perfect one): ingest, validate and class weights come from KFP's cache (each step gets only the config
@@ -145,6 +156,8 @@ def test_pipeline_end_to_end_then_a_worse_model_stays_candidate(dvc_dataset, tmp
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == "2"
     assert sorted(path.name for path in store.glob("*.mar")) == ["fer-1.mar"]
+    with zipfile.ZipFile(store / "fer-1.mar") as archive:
+        assert json.loads(archive.read("review.json"))["signal"] == first.tags["review_signal"]
 
     # docs/pipeline.md's snippets, as written but for the model name, version and tracking URI
     use = doc_block("docs/pipeline.md", "## Use the champion", "python")

@@ -58,7 +58,7 @@ def test_prediction_schema_and_values(served, run_dir, good_images):
     handler, context = served
     [answer] = handle(handler, context, [good_images["rgb_png"]])
     assert context.get_response_status(0) == (200, None)
-    assert set(answer) == {"label", "probabilities", "uncertainty", "faces", "faces_found", "model_name",
+    assert set(answer) == {"label", "probabilities", "uncertainty", "review", "faces", "faces_found", "model_name",
                            "model_version"}
     # a test pattern has no face: under serve.faces=auto the whole image is the one crop, said plainly
     [face] = answer["faces"]
@@ -234,3 +234,30 @@ def test_a_bad_face_setting_in_the_archive_fails_at_load(run_dir):
         _handler(run_dir, faces="sometimes")
     with pytest.raises(ValueError, match="serve.max_faces"):
         _handler(run_dir, max_faces=0)
+
+
+def test_every_face_says_whether_to_review_it_by_the_models_rule(run_dir, tmp_path, good_images):
+    """review.json (the rule evaluation chose on validation) travels with the model; each face's `review`
+    is that rule applied to its answer; a model without one says `review: null`."""
+    import json
+    import shutil
+
+    from tests import photos as P
+
+    bodies = [good_images["rgb_png"], P.jpeg(P.group_photo().image)]
+    assert all(answer["review"] is None for answer in LocalPredictor(run_dir).predict(bodies))
+    for threshold, expected in ((0.0, True), (0.99, False)):
+        model = tmp_path / f"model-{threshold}"
+        shutil.copytree(run_dir, model)
+        (model / "review.json").write_text(json.dumps({"signal": "confidence", "threshold": threshold,
+                                                       "target_flagged": 0.2}))
+        handler, context = _handler(model)
+        answers = handle(handler, context, bodies)
+        assert answers == LocalPredictor(model, model_name="fer", model_version="7").predict(bodies)
+        for answer in answers:
+            for face in answer["faces"]:
+                assert face["review"] is (1 - max(face["probabilities"].values()) > threshold) is expected
+            assert answer["review"] is answer["faces"][0]["review"]
+    (model / "review.json").write_text(json.dumps({"signal": "vibes", "threshold": 1}))
+    with pytest.raises(ValueError, match="review.json.*unknown signal"):
+        LocalPredictor(model)

@@ -115,3 +115,21 @@ def test_cli_package_run(run_dir, tmp_path):
     assert (tmp_path / f"fer-{report['model_version']}.mar").is_file()
     both = CliRunner().invoke(cli, ["serve", "package", "--run", str(run_dir), "--model-uri", "models:/x@y"])
     assert both.exit_code != 0 and "exactly one" in both.output
+
+
+def test_the_review_rule_is_packaged_when_the_run_has_one(run_dir, tmp_path):
+    import json
+    import shutil
+
+    from fer_core.config import ServeConfig
+
+    model = tmp_path / "evaluated"
+    shutil.copytree(run_dir, model)
+    rule = {"signal": "uncertainty", "threshold": 1.5, "target_flagged": 0.2}
+    (model / "review.json").write_text(json.dumps(rule))
+    mar = build_mar(resolve_run(model), tmp_path / "store", ServeConfig())
+    with zipfile.ZipFile(mar) as archive:
+        assert json.loads(archive.read("review.json")) == rule
+    (model / "review.json").write_text('{"signal": "uncertainty"}')
+    with pytest.raises(ValueError, match="malformed"):
+        build_mar(resolve_run(model), tmp_path / "store2", ServeConfig())
