@@ -84,7 +84,7 @@ def run_demo(config: Config, *, scale: float | None = None, verbose: bool = Fals
     client = client_for(settings)
     samples = _test_images_per_class(repo / "rafdb")
     click.echo(f"POST {settings.inference_url}/predictions/{config.serve.model_name}")
-    click.echo(f"  {'image':<22} {'true label':<10} {'answer':<10} {'p':>5} {'uncertainty':>11}")
+    click.echo(f"  {'image':<22} {'true label':<10} {'answer':<10} {'p':>5} {'uncertainty':>11} {'review':>6}")
     right, first_answer = 0, None
     for image, truth in samples:
         answer = client.predict(config.serve.model_name, image.read_bytes())
@@ -94,8 +94,9 @@ def run_demo(config: Config, *, scale: float | None = None, verbose: bool = Fals
         first_answer = first_answer or body
         label = body["label"]
         right += label == truth
+        review = {True: "yes", False: "no", None: "-"}[body.get("review")]
         click.echo(f"  {image.name:<22} {truth:<10} {label:<10} {body['probabilities'][label]:>5.2f} "
-                   f"{body['uncertainty']:>11.3f}  {'ok' if label == truth else 'WRONG'}")
+                   f"{body['uncertainty']:>11.3f} {review:>6}  {'ok' if label == truth else 'WRONG'}")
     click.echo(f"{right} of {len(samples)} answers match the true label. One answer in full:")
     click.echo(json.dumps(first_answer, separators=(", ", ": ")))
     image = samples[0][0]
