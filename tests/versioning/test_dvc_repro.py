@@ -94,8 +94,8 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(tmp_path):
     assert plots.returncode == 0, plots.stderr
     page = (repo / "plots_html" / "index.html").read_text(encoding="utf-8")
     drawn = list((repo / "runs/train/plots").glob("*.png")) + list((repo / "reports").glob("*.png"))
-    # 4 evaluation plots + training curves... : the confusion matrix, per-class recall, reliability, the
-    # risk-coverage curves of test and val, the class weights and distribution, the curves of history.json
+    # the confusion matrix, per-class recall, reliability, the risk-coverage curves of test and val, the
+    # training curves, the class weights and the class distribution
     assert page.count("<img") == len(drawn) == 8, page.count("<img")
 
 
