@@ -11,13 +11,15 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast bench compile clean help
+.PHONY: setup run test test-fast test-containers images bench compile clean help
 
 help:
 	@echo "make run    set up, run the whole pipeline locally, end with a served prediction"
 	@echo "make test   set up and run the test suite"
 	@echo "make test-fast  the code and data tiers only (under 3 minutes)"
 	@echo "make bench  set up and run the benchmarks in bench/"
+	@echo "make images build the component and TorchServe images (podman, installed when no Docker engine runs)"
+	@echo "make test-containers  make images, then the container test tier"
 
 setup: $(STAMP)
 
@@ -34,7 +36,16 @@ run: $(STAMP)
 	$(BIN)/fer demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests components
+	$(BIN)/python -m pytest -q tests components -m "not container"
+
+# The images from docker/, with podman when no Docker engine answers (installed and configured here).
+images: $(STAMP)
+	@docker info >/dev/null 2>&1 || docker/scripts/podman-setup.sh
+	$(BIN)/fer images build
+
+# the container tier (tests/containers/): the built images run as the manifests and the pipeline run them
+test-containers: images
+	$(BIN)/python -m pytest -q tests/containers -m container
 
 # the code and data tiers (conftest.py), without the tests marked slow: under 3 minutes on 2 cores
 test-fast: $(STAMP)

@@ -5,8 +5,10 @@
 - behaviour:   the model learns, keeps its answer under a flip, recognizes clear faces (tests/behaviour/)
 - integration: real services and runners: MLflow stores, moto's S3, DVC, TorchServe, the Kubeflow local
                runner, subprocess trainings (the paths below, and tests already marked `integration`)
+- container:   the images built from docker/, run (tests/containers/); needs `make images` first
 
-`make test` runs every tier; `make test-fast` runs code and data without the tests marked `slow`.
+`make test` runs every tier but container; `make test-containers` builds the images and runs that one
+(CI runs it as its own stage, .ci/run); `make test-fast` runs code and data without the tests marked `slow`.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ INTEGRATION_PATHS = (
 )
 # component tests on the local runner, or on the shared tracked training (MLflow)
 INTEGRATION_FIXTURES = {"local_runner", "trained", "s3_server", "s3_env"}
-TIERS = ("code", "data", "behaviour", "integration")
+TIERS = ("code", "data", "behaviour", "integration", "container")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for tier in ("code", "data"):
+    for tier in ("code", "data", "container"):
         config.addinivalue_line("markers", f"{tier}: test tier (see the repository's conftest.py)")
 
 
 def _tier(item: pytest.Item) -> str:
     path = item.nodeid.split("::")[0]
+    if item.get_closest_marker("container") or path.startswith("tests/containers/"):
+        return "container"
     if item.get_closest_marker("integration") or path.startswith(INTEGRATION_PATHS) \
             or INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
         return "integration"

@@ -15,7 +15,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from fer_cli import data, demo, pipeline, serve, train
+    from fer_cli import data, demo, images, pipeline, serve, train
 
     cli.add_command(data.data)
     cli.add_command(train.train)
@@ -23,6 +23,7 @@ def _register() -> None:
     cli.add_command(pipeline.pipeline)
     cli.add_command(demo.demo)
     cli.add_command(serve.serve)
+    cli.add_command(images.images_group, name="images")
 
 
 _register()

@@ -104,12 +104,15 @@ def _data_arguments(source, dvc_repo, dvc_rev, dvc_path, *, local: bool) -> dict
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Reuse a cacheable step's earlier outputs when its inputs are unchanged (KFP's local cache): "
                    "a change to train.* reruns train and what follows, not ingest, validate or class weights.")
+@click.option("--runner", type=click.Choice(["subprocess", "docker"]), default="subprocess", show_default=True,
+              help="subprocess: every step in this environment; docker: every step in its image (`make images` "
+                   "builds them), through $DOCKER_HOST or podman's Docker-compatible API.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Show everything the local runner writes (the full log is saved either way).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
 @config_options
 def run(source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name, floor, deploy, model_store,
-        use_torchserve, pipeline_root, cache, verbose, as_json, config) -> None:
+        use_torchserve, pipeline_root, cache, runner, verbose, as_json, config) -> None:
     """Run the whole pipeline on the local Kubeflow runner (embedded defaults).
 
     Shows one line per step with its duration and figures, and the training's epochs; the full log
@@ -118,7 +121,7 @@ def run(source, data_format, dvc_repo, dvc_rev, dvc_path, experiment, model_name
                                  _data_arguments(source, dvc_repo, dvc_rev, dvc_path, local=True),
                                  data_format=data_format, experiment=experiment, deploy=deploy,
                                  model_store=model_store, use_torchserve=use_torchserve, pipeline_root=pipeline_root,
-                                 cache=cache, verbose=verbose)
+                                 cache=cache, verbose=verbose, runner=runner)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -140,8 +143,18 @@ def print_summary(summary: dict) -> None:
 
 
 def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="fer", deploy=True, model_store=None,
-                       use_torchserve=True, pipeline_root=None, cache=True, verbose=False) -> dict:
+                       use_torchserve=True, pipeline_root=None, cache=True, verbose=False, runner="subprocess") -> dict:
     """The local run and what it produced (registered version, gate decision, metrics, log file)."""
+    import contextlib
+    import os
+
+    if runner == "docker":
+        # The images `fer images build` tagged (a digest pinned in k8s/ names a pushed image, which the local
+        # engine may not hold); the train step runs in the CPU image, unless the environment names others.
+        from fer_core import cluster
+
+        for variable in ("FER_COMPONENT_IMAGE", "FER_COMPONENT_IMAGE_GPU"):
+            os.environ.setdefault(variable, f"{cluster.IMAGE_REPOSITORY}:{cluster.IMAGE_TAG}")
     from fer_cli.console import new_log_path, step_console
     from fer_core.serving.server import ServerSettings, server_status
     from fer_core.tracking.registry import newest_version_summary
@@ -159,9 +172,15 @@ def run_local_pipeline(config, data: dict, *, data_format="rafdb", experiment="f
     log_path = new_log_path("pipeline")
     click.echo(f"full log: {log_path}" + ("" if verbose else " (--verbose shows it here)"))
     started = time.monotonic()
+    if runner == "docker":
+        from pipelines.runner import podman_api
+
+        api = podman_api()
+    else:
+        api = contextlib.nullcontext()
     try:
-        with step_console(log_path, verbose=verbose):
-            root = run_local(arguments, pipeline_root, cache=cache)
+        with api, step_console(log_path, verbose=verbose):
+            root = run_local(arguments, pipeline_root, cache=cache, runner=runner)
     except RuntimeError as exc:
         fail(f"the pipeline failed: {str(exc).splitlines()[0] if str(exc) else exc!r}\nfull log: {log_path}")
     click.echo(f"pipeline finished in {(time.monotonic() - started) / 60:.1f} min")

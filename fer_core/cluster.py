@@ -47,6 +47,66 @@ def image_digests(k8s_dir: str | os.PathLike | None = None) -> dict[str, str]:
     return digests
 
 
+# `fer images build` labels each image with the digest of the code it was built from; the docker
+# runner refuses an image whose label differs from the checkout's (a step must not run older code).
+SOURCE_LABEL = "io.github.fer-mlops.source-digest"
+IMAGE_PACKAGES = ("fer_core", "fer_cli", "components", "pipelines")   # what the Dockerfiles copy
+
+
+def source_digest(root: str | os.PathLike | None = None) -> str:
+    """sha256 of pyproject.toml and the packages' files the images are built from (tests excluded)."""
+    import hashlib
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256((root / "pyproject.toml").read_bytes())
+    for package in IMAGE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            relative = path.relative_to(root)
+            if path.is_file() and "__pycache__" not in relative.parts and "tests" not in relative.parts \
+                    and path.suffix != ".pyc" and relative.parts[:2] != ("components", "conftest.py"):
+                digest.update(str(relative).encode() + b"\0" + path.read_bytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def pin_digests(digests: dict[str, str], k8s_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write `digest: sha256:...` into the kustomization `images:` entry named REPOSITORY, for each
+    {REPOSITORY: DIGEST}; the entry's other lines and the files' comments stay as they are. Returns the
+    files changed. A repository that no kustomization lists, or a malformed digest, is an error."""
+    root = Path(k8s_dir) if k8s_dir is not None else K8S_DIR
+    for repository, digest in digests.items():
+        if not _DIGEST.fullmatch(digest):
+            raise ValueError(f"{repository}: digest {digest!r} is not sha256: and 64 hex digits")
+    pending, changed = dict(digests), []
+    for relative in KUSTOMIZATIONS:
+        path = root / relative
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        edited = False
+        for index, line in enumerate(lines):
+            match = re.fullmatch(r"(\s*)- name: (\S+)\s*", line)
+            if not match or match.group(2) not in pending:
+                continue
+            indent = match.group(1) + "  "
+            end = index + 1        # the entry's own lines: indented under its `- name:`
+            while end < len(lines) and lines[end].startswith(indent) and not lines[end].strip().startswith("#"):
+                end += 1
+            entry = f"{indent}digest: {pending.pop(match.group(2))}\n"
+            for position in range(index + 1, end):
+                if lines[position].strip().startswith("digest:"):
+                    lines[position] = entry
+                    break
+            else:
+                lines.insert(end, entry)
+            edited = True
+        if edited:
+            path.write_text("".join(lines), encoding="utf-8")
+            changed.append(path)
+    if pending:
+        raise ValueError(f"no kustomization under {root} lists {', '.join(sorted(pending))} in its images:")
+    return changed
+
+
 def pinned(image: str, digests: dict[str, str] | None = None) -> str:
     """IMAGE as REPOSITORY:TAG@sha256:... when a kustomization pins its digest, else unchanged."""
     if "@" in image:

@@ -76,9 +76,10 @@ def source_fingerprint(source: str) -> str:
 
 
 def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None = None, *,
-              cache: bool = True) -> Path:
-    """Run the whole DAG with `kfp.local.SubprocessRunner(use_venv=False)`: every component is a
-    subprocess of this interpreter's environment (nothing installed). With `cache`, a step marked
+              cache: bool = True, runner: str = "subprocess") -> Path:
+    """Run the whole DAG on Kubeflow's local runner: `subprocess` (`kfp.local.SubprocessRunner(use_venv=False)`,
+    every component a subprocess of this interpreter's environment, nothing installed) or `docker`
+    (`kfp.local.DockerRunner`, every component in its image: `docker_runner`). With `cache`, a step marked
     cacheable (fer_pipeline.CACHING) whose inputs are unchanged reuses its earlier outputs (KFP's local
     cache under PIPELINE_ROOT/.kfp_cache). Raises RuntimeError when a task fails; returns the pipeline
     root holding every task's artifacts."""
@@ -96,11 +97,102 @@ def run_local(arguments: dict[str, Any], pipeline_root: str | os.PathLike | None
 
         arguments = {**arguments, "dvc_rev": resolve_revision(str(arguments["dvc_repo"]),
                                                               str(arguments.get("dvc_rev") or ""))}
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True,
-               enable_caching=cache)
+    if runner == "docker":
+        task_runner = docker_runner(arguments, root)
+    elif runner == "subprocess":
+        task_runner = local.SubprocessRunner(use_venv=False)
+    else:
+        raise ValueError(f"runner must be subprocess or docker, not {runner!r}")
+    local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=True, enable_caching=cache)
     with _cache_hits_shown():
         fer_pipeline(**arguments)
     return root
+
+
+# What a step in a container needs from this process's environment (the subprocess runner passes all of it).
+CONTAINER_ENVIRONMENT = re.compile(r"(FER_HOME|AWS_[A-Z_]+|MLFLOW_[A-Z_]+|DVC_[A-Z_]+|GX_[A-Z_]+|DO_NOT_TRACK)")
+
+
+def docker_runner(arguments: dict[str, Any], pipeline_root: Path):
+    """`kfp.local.DockerRunner` for this run: each step in its component image (the images `fer images
+    build` made; checked to be built from this checkout's code) on the host's network, so MLflow, S3 and
+    TorchServe on 127.0.0.1 are reached as in the subprocess run; the home folder and the dataset's local
+    folders mounted at their own paths (KFP mounts the pipeline root itself); run as this process's user,
+    so what the steps write stays this user's. The Docker API is $DOCKER_HOST, else podman's
+    (`podman_api`)."""
+    from docker.types import Mount
+    from kfp import local
+
+    check_images_current([cluster.component_images()[0]])
+    folders = {fer_home()}
+    for key in ("source", "dvc_repo", "model_store"):
+        value = str(arguments.get(key) or "")
+        if value and "://" not in value and Path(value).exists():
+            folders.add(Path(value).resolve())
+    folders = {folder for folder in folders if not any(other in folder.parents for other in folders)}
+    folders -= {pipeline_root}
+    environment = {key: value for key, value in os.environ.items() if CONTAINER_ENVIRONMENT.fullmatch(key)}
+    return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}", environment=environment,
+                              mounts=[Mount(target=str(folder), source=str(folder), type="bind")
+                                      for folder in sorted(folders)])
+
+
+def check_images_current(images: list[str]) -> None:
+    """RuntimeError unless each image exists and was built from this checkout's code (the label `fer images
+    build` writes, fer_core.cluster.SOURCE_LABEL): a step must not run yesterday's code."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        expected = cluster.source_digest()
+        for image in images:
+            try:
+                labels = client.images.get(image).labels or {}
+            except docker.errors.ImageNotFound:
+                raise RuntimeError(f"image {image} is not built here: run `make images` first") from None
+            if labels.get(cluster.SOURCE_LABEL) != expected:
+                raise RuntimeError(f"image {image} was built from other code than this checkout's "
+                                   f"({cluster.SOURCE_LABEL}={labels.get(cluster.SOURCE_LABEL)!r}, the checkout's {expected}): "
+                                   "run `make images` again")
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def podman_api() -> Iterator[None]:
+    """$DOCKER_HOST for the block: as given, or a Docker engine's default socket when one answers, else
+    podman's Docker-compatible API (`podman system service`) on a socket in the home folder, stopped after."""
+    import subprocess
+    import time
+
+    import docker
+
+    if os.environ.get("DOCKER_HOST"):
+        yield
+        return
+    try:
+        docker.from_env().ping()
+        yield
+        return
+    except docker.errors.DockerException:
+        pass
+    socket = fer_home() / "podman.sock"
+    socket.parent.mkdir(parents=True, exist_ok=True)
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.environ["DOCKER_HOST"] = f"unix://{socket}"
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists():
+            if service.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"podman's API did not start: {service.stderr.read().decode()[-500:]}")
+            time.sleep(0.2)
+        yield
+    finally:
+        del os.environ["DOCKER_HOST"]
+        service.terminate()
+        service.wait(timeout=30)
+        socket.unlink(missing_ok=True)
 
 
 class _CacheHit(logging.Filter):

@@ -61,7 +61,7 @@ def test_every_listed_command_and_option_exists():
 
 
 def test_every_leaf_command_takes_params_and_set_as_the_readme_says():
-    assert "Every command takes `--params FILE` and `--set section.key=value`" in README
+    assert "Every command takes `--params FILE` and `--set section.key=value` (but `fer images`" in README
 
     def leaves(command, path=()):
         if isinstance(command, click.Group):
@@ -71,6 +71,8 @@ def test_every_leaf_command_takes_params_and_set_as_the_readme_says():
             yield path, command
 
     for path, command in leaves(cli):
+        if path[0] == "images":   # builds from docker/, reads no config
+            continue
         assert {"--params", "--set"} <= _options(command), f"`fer {' '.join(path)}` lacks --params/--set"
 
 

@@ -125,3 +125,49 @@ def test_a_malformed_digest_fails_compiling_not_other_commands(tmp_path):
     refused = _compile(tmp_path / "pipeline.yaml", k8s=k8s)
     assert refused.returncode == 2 and "sha256:not-a-digest" in refused.stderr and str(path) in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def _fer_images_pin(k8s: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FER_K8S_DIR": str(k8s)}
+    return subprocess.run([str(Path(sys.executable).parent / "fer"), "images", "pin", *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_fer_images_pin_writes_digests_the_manifests_and_the_compile_then_use(tmp_path):
+    k8s = tmp_path / "k8s"
+    shutil.copytree(REPO / "k8s", k8s)
+    before = (k8s / "base/kustomization.yaml").read_text(encoding="utf-8")
+    done = _fer_images_pin(k8s, "--digest", f"{cluster.IMAGE_REPOSITORY}={CPU}",
+                           "--digest", f"{cluster.IMAGE_REPOSITORY}-torchserve={TORCHSERVE}",
+                           "--digest", f"{cluster.IMAGE_REPOSITORY_GPU}={GPU}")
+    assert done.returncode == 0, done.stderr
+    after = (k8s / "base/kustomization.yaml").read_text(encoding="utf-8")
+    # only the two digest lines are new: every comment and entry of the file stays
+    assert [line for line in after.splitlines() if line not in before.splitlines()] == \
+        [f"    digest: {CPU}", f"    digest: {TORCHSERVE}"]
+    tag = cluster.IMAGE_TAG
+    assert cluster.image_digests(k8s) == {f"{cluster.IMAGE_REPOSITORY}:{tag}": CPU,
+                                          f"{cluster.IMAGE_REPOSITORY}-torchserve:{tag}": TORCHSERVE,
+                                          f"{cluster.IMAGE_REPOSITORY_GPU}:{tag}": GPU}
+    compiled = _compile(tmp_path / "pipeline.yaml", "--require-digests", k8s=k8s)
+    assert compiled.returncode == 0, compiled.stderr
+    # pinning again replaces the digest instead of adding a second one
+    again = _fer_images_pin(k8s, "--digest", f"{cluster.IMAGE_REPOSITORY}={EDGE}")
+    assert again.returncode == 0, again.stderr
+    assert cluster.image_digests(k8s)[f"{cluster.IMAGE_REPOSITORY}:{tag}"] == EDGE
+    lines = (k8s / "base/kustomization.yaml").read_text(encoding="utf-8").splitlines()
+    assert sum(line.strip().startswith("digest: sha256:") for line in lines) == 2
+
+
+@pytest.mark.parametrize("given, message", [
+    (f"{cluster.IMAGE_REPOSITORY}=sha256:abc", "not sha256: and 64 hex digits"),
+    (f"example.org/unknown={CPU}", "no kustomization"),
+    (CPU, "expected REPOSITORY=sha256"),
+])
+def test_fer_images_pin_refuses_a_bad_digest_or_an_unknown_image_and_changes_nothing(tmp_path, given, message):
+    k8s = tmp_path / "k8s"
+    shutil.copytree(REPO / "k8s", k8s)
+    done = _fer_images_pin(k8s, "--digest", given)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    for relative in cluster.KUSTOMIZATIONS:
+        assert (k8s / relative).read_text(encoding="utf-8") == (REPO / "k8s" / relative).read_text(encoding="utf-8")
