@@ -54,11 +54,14 @@ IMAGE_PACKAGES = ("fer_core", "fer_cli", "components", "pipelines")   # what the
 
 
 def source_digest(root: str | os.PathLike | None = None) -> str:
-    """sha256 of pyproject.toml and the packages' files the images are built from (tests excluded)."""
+    """sha256 of pyproject.toml, the Dockerfiles and the packages' files the images are built from
+    (tests excluded)."""
     import hashlib
 
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     digest = hashlib.sha256((root / "pyproject.toml").read_bytes())
+    for path in sorted((root / "docker").glob("Dockerfile.*")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     for package in IMAGE_PACKAGES:
         for path in sorted((root / package).rglob("*")):
             relative = path.relative_to(root)

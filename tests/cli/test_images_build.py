@@ -68,4 +68,8 @@ def test_the_source_digest_follows_the_code_the_images_copy(tmp_path):
     (tmp_path / "fer_core" / "tests" / "test_x.py").write_text("assert True\n")   # tests are not in the image
     assert cluster.source_digest(tmp_path) == first
     (tmp_path / "components" / "__init__.py").write_text("X = 1\n")
-    assert cluster.source_digest(tmp_path) != first
+    second = cluster.source_digest(tmp_path)
+    assert second != first
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "Dockerfile.component").write_text("FROM scratch\n")   # a changed build, too
+    assert cluster.source_digest(tmp_path) != second

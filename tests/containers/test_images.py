@@ -163,6 +163,15 @@ def test_the_torchserve_image_serves_a_model_as_the_deployment_runs_it(served, g
     assert (served["volumes"]["work"] / "logs").is_dir()
 
 
+def test_the_torchserve_image_stops_within_seconds_of_a_stop_signal(served):
+    """tini as PID 1 passes SIGTERM to TorchServe and its Java frontend: a pod ends cleanly, not at the
+    grace period's SIGKILL (PID 1 without a handler ignores SIGTERM)."""
+    started = time.monotonic()
+    engine("stop", "-t", "30", served["name"], timeout=60)
+    assert time.monotonic() - started < 10
+    assert json.loads(engine("inspect", served["name"]).stdout)[0]["State"]["ExitCode"] in (0, 143)
+
+
 def test_the_pipeline_runs_each_step_in_its_image_and_registers_a_champion(tmp_path, dvc_dataset):
     """`fer pipeline run --runner docker`, a tiny profile, the dataset from a DVC repo on moto's S3."""
     clone, version = dvc_dataset
