@@ -161,7 +161,8 @@ def check_images_current(images: list[str]) -> None:
 @contextlib.contextmanager
 def podman_api() -> Iterator[None]:
     """$DOCKER_HOST for the block: as given, or a Docker engine's default socket when one answers, else
-    podman's Docker-compatible API (`podman system service`) on a socket in the home folder, stopped after."""
+    podman's Docker-compatible API (`podman system service`) on a socket in a new temporary folder,
+    stopped and removed after."""
     import subprocess
     import time
 
@@ -176,8 +177,11 @@ def podman_api() -> Iterator[None]:
         return
     except docker.errors.DockerException:
         pass
-    socket = fer_home() / "podman.sock"
-    socket.parent.mkdir(parents=True, exist_ok=True)
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="fer-podman-"))   # a short path: a unix socket's is at most 107 bytes
+    socket = folder / "podman.sock"
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.environ["DOCKER_HOST"] = f"unix://{socket}"
@@ -192,7 +196,7 @@ def podman_api() -> Iterator[None]:
         del os.environ["DOCKER_HOST"]
         service.terminate()
         service.wait(timeout=30)
-        socket.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _CacheHit(logging.Filter):
