@@ -180,13 +180,14 @@ def build(engine, base, torch_index_url, only) -> None:
         if only and name != only:
             continue
         command = build_command(engine, image, base, settings, torch_index_url)
-        click.echo(f"building {image['tag']} ({image['dockerfile']}, base {base})")
+        built_on = image["args"].get("COMPONENT_IMAGE", base)   # the TorchServe image is built on the component's
+        click.echo(f"building {image['tag']} ({image['dockerfile']}, on {built_on})")
         started = time.monotonic()
         if subprocess.run(command).returncode != 0:
             fail(f"building {image['tag']} failed (command: {' '.join(command)})")
         seconds = time.monotonic() - started
         info = inspect(engine, image["tag"])
-        record[name] = {"tag": image["tag"], "engine": engine, "base": base, "build_seconds": round(seconds, 1),
+        record[name] = {"tag": image["tag"], "engine": engine, "base": built_on, "build_seconds": round(seconds, 1),
                         **info}
         click.echo(f"built {image['tag']}: {info['size_bytes'] / 1e9:.2f} GB in {seconds / 60:.1f} min "
                    f"(image {info['id'][:12]})")
