@@ -1,14 +1,13 @@
 """`fer images build | pin`: the project's container images, built from docker/ with podman or docker.
 
 `make images` runs `fer images build`: the component image (docker/Dockerfile.component, CPU variant)
-then the TorchServe image (docker/Dockerfile.torchserve, which copies the component image's Python
-environment), tagged as k8s/ and fer_core/cluster.py name them. Build arguments:
+then the TorchServe image (docker/Dockerfile.torchserve, built on the component image), tagged as k8s/ and fer_core/cluster.py name them. Build arguments:
 - the base: --base, else $FER_BASE_IMAGE, else python:3.11-slim-bookworm when the engine can pull it,
   else a local Debian 12 base made by docker/scripts/debian-base.sh (machines without Docker Hub);
-- the package index: the host's pip settings (index-url, extra-index-url, cert, find-links) are handed
-  to the build, local folders among them mounted read-only (podman), so a machine behind a mirror
-  builds as its pip installs; torch comes from --torch-index-url, else a local index of the host's pip
-  that holds torch, else PyTorch's CPU index (the Dockerfile's default).
+- the package index: the host's pip settings (index-url, extra-index-url, cert) are handed to the
+  build, local folders among them mounted read-only (podman), so a machine behind a mirror builds as
+  its pip installs; torch comes from --torch-index-url, else a local index of the host's pip that
+  holds torch, else PyTorch's CPU index (the Dockerfile's default).
 Sizes and build times are printed and kept in $FER_HOME/images.json.
 """
 
@@ -38,7 +37,7 @@ def engine_name(engine: str | None) -> str:
         if not shutil.which(engine):
             fail(f"--engine {engine}: not found on PATH", code=2)
         return engine
-    for name in ("podman", "docker"):
+    for name in ("docker", "podman"):   # as the Makefile and the docker runner: a running Docker engine first
         if shutil.which(name) and _works(name):
             return name
     fail("neither podman nor a running Docker engine was found: `make images` installs and configures podman "
@@ -62,15 +61,15 @@ def images() -> dict[str, dict]:
 
 
 def host_pip_settings() -> dict[str, str]:
-    """The host pip's index-url, extra-index-url, cert and find-links (`pip config list`), as PIP_* names."""
+    """The host pip's index-url, extra-index-url and cert (`pip config list`, then $PIP_*), as PIP_* names."""
     out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     settings: dict[str, str] = {}
     for line in out.splitlines():
         key, _, value = line.partition("=")
         name = key.rsplit(".", 1)[-1]
-        if name in ("index-url", "extra-index-url", "cert", "find-links"):
+        if name in ("index-url", "extra-index-url", "cert"):
             settings.setdefault("PIP_" + name.replace("-", "_").upper(), value.strip().strip("'\""))
-    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT", "PIP_FIND_LINKS"):
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT"):
         if os.environ.get(name):
             settings[name] = os.environ[name]
     return settings
@@ -118,7 +117,8 @@ def build_command(engine: str, image: dict, base: str, settings: dict[str, str],
                 mounts += ["-v", f"{path}:{path}:ro"]
     declared = set(re.findall(r"^ARG (\w+)", (REPO / image["dockerfile"]).read_text(encoding="utf-8"), re.M))
     args = {key: value for key, value in args.items() if key in declared}
-    mounts = mounts if declared & set(settings) else []
+    if not declared & (set(settings) | {"TORCH_INDEX_URL"}):
+        mounts = []    # a Dockerfile that installs nothing (the TorchServe image) needs no index
     from fer_core import cluster
 
     return [engine, "build", "--network", "host", "-f", str(REPO / image["dockerfile"]), "-t", image["tag"],
@@ -157,7 +157,7 @@ def images_group() -> None:
 
 @images_group.command()
 @click.option("--engine", type=click.Choice(["podman", "docker"]), default=None,
-              help="Container engine (default: podman when present, else docker).")
+              help="Container engine (default: a running Docker engine, else podman).")
 @click.option("--base", default=None, help=f"Base image (default $FER_BASE_IMAGE, else {PUBLIC_BASE} when it can be "
                                             f"pulled, else a local Debian 12 base).")
 @click.option("--torch-index-url", default=None,
@@ -198,7 +198,7 @@ def build(engine, base, torch_index_url, only) -> None:
 
 @images_group.command()
 @click.option("--engine", type=click.Choice(["podman", "docker"]), default=None,
-              help="Container engine to ask (default: podman when present, else docker).")
+              help="Container engine to ask (default: a running Docker engine, else podman).")
 @click.option("--digest", "given", multiple=True, metavar="REPOSITORY=sha256:...",
               help="Pin this digest instead of asking the engine (what `podman push --digestfile` or `docker push` "
                    "wrote for a pushed image). Repeatable.")

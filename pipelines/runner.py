@@ -132,6 +132,7 @@ def docker_runner(arguments: dict[str, Any], pipeline_root: Path):
     folders = {folder for folder in folders if not any(other in folder.parents for other in folders)}
     folders -= {pipeline_root}
     environment = {key: value for key, value in os.environ.items() if CONTAINER_ENVIRONMENT.fullmatch(key)}
+    environment["FER_HOME"] = str(fer_home())   # the mounted home, set or not in this environment
     return local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}", environment=environment,
                               mounts=[Mount(target=str(folder), source=str(folder), type="bind")
                                       for folder in sorted(folders)])
@@ -173,23 +174,27 @@ def podman_api() -> Iterator[None]:
         return
     try:
         docker.from_env().ping()
+        engine = True
+    except docker.errors.DockerException:
+        engine = False
+    if engine:
         yield
         return
-    except docker.errors.DockerException:
-        pass
     import shutil
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="fer-podman-"))   # a short path: a unix socket's is at most 107 bytes
     socket = folder / "podman.sock"
-    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = folder / "podman-service.log"
+    with open(log, "wb") as handle:
+        service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
+                                   stdout=handle, stderr=subprocess.STDOUT)
     os.environ["DOCKER_HOST"] = f"unix://{socket}"
     try:
         deadline = time.monotonic() + 30
         while not socket.exists():
             if service.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"podman's API did not start: {service.stderr.read().decode()[-500:]}")
+                raise RuntimeError(f"podman's API did not start: {log.read_text(errors='replace')[-500:]}")
             time.sleep(0.2)
         yield
     finally:

@@ -21,7 +21,7 @@ if ! command -v podman >/dev/null 2>&1; then
 fi
 
 dropin=/etc/containers/containers.conf.d/50-fer.conf
-if [ ! -f "$dropin" ] && [ "$(id -u)" = 0 -o -n "$sudo_cmd" ]; then
+if [ ! -f "$dropin" ]; then
   $sudo_cmd mkdir -p "$(dirname "$dropin")"
   $sudo_cmd tee "$dropin" >/dev/null <<'CONF'
 # written by fer-mlops docker/scripts/podman-setup.sh; delete it to return to podman's defaults

@@ -73,3 +73,10 @@ def test_the_source_digest_follows_the_code_the_images_copy(tmp_path):
     (tmp_path / "docker").mkdir()
     (tmp_path / "docker" / "Dockerfile.component").write_text("FROM scratch\n")   # a changed build, too
     assert cluster.source_digest(tmp_path) != second
+
+
+def test_a_torch_index_given_alone_is_mounted_for_the_build(tmp_path):
+    torch = _index(tmp_path / "torch-index", "torch")
+    command = images.build_command("podman", images.images()["component"], "localhost/base:1", {}, torch)
+    assert _args(command, "-v") == [f"{tmp_path / 'torch-index'}:{tmp_path / 'torch-index'}:ro"]
+    assert f"TORCH_INDEX_URL={torch}" in _args(command, "--build-arg")
