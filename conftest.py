@@ -23,7 +23,6 @@ INTEGRATION_PATHS = (
 )
 # component tests on the local runner, or on the shared tracked training (MLflow)
 INTEGRATION_FIXTURES = {"local_runner", "trained", "s3_server", "s3_env"}
-TIERS = ("code", "data", "behaviour", "integration", "container")
 
 
 def pytest_configure(config: pytest.Config) -> None:

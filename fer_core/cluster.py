@@ -58,16 +58,15 @@ def source_digest(root: str | os.PathLike | None = None) -> str:
     (tests excluded)."""
     import hashlib
 
+    from fer_core.io import digest_tree
+
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     digest = hashlib.sha256((root / "pyproject.toml").read_bytes())
     for path in sorted((root / "docker").glob("Dockerfile.*")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    for package in IMAGE_PACKAGES:
-        for path in sorted((root / package).rglob("*")):
-            relative = path.relative_to(root)
-            if path.is_file() and "__pycache__" not in relative.parts and "tests" not in relative.parts \
-                    and path.suffix != ".pyc" and relative.parts[:2] != ("components", "conftest.py"):
-                digest.update(str(relative).encode() + b"\0" + path.read_bytes())
+    for package in IMAGE_PACKAGES:   # what .dockerignore lets into the build: no tests, no conftest.py
+        digest_tree(digest, root / package, relative_to=root,
+                    keep=lambda path: "tests" not in path.parts and path.name != "conftest.py")
     return "sha256:" + digest.hexdigest()
 
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _umask() -> int:
@@ -166,3 +166,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def digest_tree(digest: Any, folder: str | os.PathLike, *, relative_to: str | os.PathLike,
+                keep: Callable[[Path], bool] = lambda path: True) -> None:
+    """Feed DIGEST (a hashlib object) every file under FOLDER that KEEP accepts, in sorted order: its path
+    relative to RELATIVE_TO, a NUL, its bytes. __pycache__ folders are left out. What code digests
+    (the ingest step's cache key, the images' source label) are made of."""
+    relative_to = Path(relative_to)
+    for path in sorted(Path(folder).rglob("*")):
+        relative = path.relative_to(relative_to)
+        if path.is_file() and "__pycache__" not in relative.parts and keep(relative):
+            digest.update(str(relative).encode() + b"\0" + path.read_bytes())

@@ -57,12 +57,11 @@ def source_fingerprint(source: str) -> str:
     import hashlib
 
     import fer_core
+    from fer_core.io import digest_tree
 
     digest = hashlib.sha256()
     package = Path(fer_core.__file__).parent
-    for path in sorted(package.rglob("*")):
-        if path.suffix in (".py", ".txt", ".properties") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    digest_tree(digest, package, relative_to=package, keep=lambda path: path.suffix in (".py", ".txt", ".properties"))
     root = Path(source) if source and "://" not in source else None
     if root is None or not root.is_dir():
         return digest.hexdigest()

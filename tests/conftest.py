@@ -1,11 +1,15 @@
-"""Shared fixtures: an isolated home folder, a real S3 endpoint (moto's server on 127.0.0.1)."""
+"""Shared fixtures: an isolated home folder, a real S3 endpoint (moto's server on 127.0.0.1); helpers
+for tests that start servers (a free port, waiting for an answer)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
+from typing import Callable
 
 import pytest
+import requests
 
 
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -44,6 +48,23 @@ def fer_home(tmp_path, monkeypatch):
         if value is not None:
             os.environ[name] = value
     _forget_mlflow_uris()
+
+
+def wait_for_http(url: str, *, timeout: float, alive: Callable[[], bool], log: Callable[[], str],
+                  status: int | None = 200, headers: dict[str, str] | None = None) -> None:
+    """Poll URL until it answers STATUS (None: any answer) while the server lives (ALIVE); an
+    AssertionError with the server's LOG when it exits first or TIMEOUT seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert alive(), f"the server exited before {url} answered:\n{log()}"
+        assert time.monotonic() < deadline, f"{url} did not answer {status or 'at all'} in {timeout:.0f} s:\n{log()}"
+        try:
+            answer = requests.get(url, headers=headers, timeout=5)
+            if status is None or answer.status_code == status:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
 
 
 def free_port() -> int:

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from fer_core import cluster
-from tests.conftest import free_port
-from tests.k8s.manifests import one, render
-from tests.k8s.test_edge import _properties_with
+from tests.conftest import free_port, wait_for_http
+from tests.k8s.manifests import containers, one, render
+from tests.k8s.test_edge import _properties_with, container_env
 from tests.pipeline.test_local_run import TINY, dvc_dataset  # noqa: F401 - the end-to-end test's dataset
 from tests.serving.conftest import good_images, run_dir  # noqa: F401 - fixtures shared with the serving tests
 
@@ -83,6 +82,10 @@ def _security_args(pod: dict, container: dict) -> list[str]:
     return args
 
 
+def _env_args(name: str) -> list[str]:
+    return [arg for key, value in container_env(name).items() for arg in ("-e", f"{key}={value}")]
+
+
 def _mount_args(container: dict, volumes: dict[str, Path]) -> list[str]:
     args = []
     for mount in container.get("volumeMounts", []):
@@ -99,7 +102,7 @@ def served(tmp_path_factory, run_dir):
     from fer_core.serving.package import build_mar, resolve_run
 
     pod = _pod_spec()
-    containers = {c["name"]: c for c in pod.get("initContainers", []) + pod["containers"]}
+    by_name = {container["name"]: container for _, container in containers(pod)}
     group = pod["securityContext"]["fsGroup"]
     folder = tmp_path_factory.mktemp("pod")
     volumes = {name: folder / name for name in ("model-store", "work", "tmp", "config")}
@@ -120,29 +123,17 @@ def served(tmp_path_factory, run_dir):
             "metrics_address": f"http://127.0.0.1:{port['metrics']}",
             "grpc_inference_port": str(port["grpc_i"]), "grpc_management_port": str(port["grpc_m"])}),
         encoding="utf-8")
-    init = containers["register-models"]
+    init = by_name["register-models"]
     engine("run", "--rm", "--network", "host", *_security_args(pod, init), *_mount_args(init, volumes),
-           *[arg for e in init.get("env", []) for arg in ("-e", f"{e['name']}={e['value']}")],
-           COMPONENT, *init["command"], timeout=120)
-    main = containers["torchserve"]
+           *_env_args("register-models"), COMPONENT, *init["command"], timeout=120)
+    main = by_name["torchserve"]
     name = f"fer-test-torchserve-{os.getpid()}"
     engine("run", "-d", "--name", name, "--network", "host", *_security_args(pod, main), *_mount_args(main, volumes),
-           "-w", main["workingDir"], *[arg for e in main["env"] for arg in ("-e", f"{e['name']}={e['value']}")],
-           TORCHSERVE, *main["args"])
+           "-w", main["workingDir"], *_env_args("torchserve"), TORCHSERVE, *main["args"])
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            state = json.loads(engine("inspect", name).stdout)[0]["State"]
-            assert state["Running"], engine("logs", name, check=False).stdout[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port['inference']}/ping", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        else:
-            raise AssertionError("TorchServe in its image never answered /ping:\n"
-                                 + engine("logs", name, check=False).stdout[-3000:])
+        wait_for_http(f"http://127.0.0.1:{port['inference']}/ping", timeout=240,
+                      alive=lambda: json.loads(engine("inspect", name).stdout)[0]["State"]["Running"],
+                      log=lambda: engine("logs", name, check=False).stdout[-3000:])
         yield {"name": name, "inference": f"http://127.0.0.1:{port['inference']}", "volumes": volumes}
     finally:
         engine("rm", "-f", name, check=False)

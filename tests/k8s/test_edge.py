@@ -13,13 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_http
 from tests.serving.conftest import good_images, run_dir  # noqa: F401 - fixtures shared with the serving tests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,17 +90,8 @@ http {{
 
 
 def _wait_for(url: str, status: int, timeout: float, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if requests.get(url, timeout=5).status_code == status:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} never answered {status}:\n{log.read_text(errors='replace')[-3000:]}")
+    wait_for_http(url, status=status, timeout=timeout, alive=lambda: process.poll() is None,
+                  log=lambda: log.read_text(errors="replace")[-3000:])
 
 
 def _properties_with(text: str, changes: dict[str, str]) -> str:
@@ -243,15 +233,8 @@ def test_unfilled_or_shared_tokens_open_nothing(tmp_path, inference, management,
               "FER_TORCHSERVE_INFERENCE": "127.0.0.1:9", "FER_TORCHSERVE_MANAGEMENT": "127.0.0.1:9"}
     edge = Edge(tmp_path / "edge", values)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port['edge_m']}/", timeout=5)
-                break
-            except requests.ConnectionError:
-                assert edge.process.poll() is None, edge.process.stdout.read().decode()
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_for_http(f"http://127.0.0.1:{port['edge_m']}/", status=None, timeout=30,
+                      alive=lambda: edge.process.poll() is None, log=lambda: edge.process.stdout.read().decode())
         answer = requests.get(f"http://127.0.0.1:{port['edge_m']}/models", headers=bearer(management), timeout=10)
         if management_open:
             assert answer.status_code == 502

@@ -35,7 +35,7 @@ def _swap(script: str, pattern: str, replacement: str) -> str:
 def test_mlflow_server_command_of_the_manifest_runs_with_auth_and_host_checks(tmp_path):
     pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF "
                                             "(pip install -e '.[cluster]')")
-    from tests.conftest import free_port
+    from tests.conftest import free_port, wait_for_http
 
     pod = one(render("base"), "Deployment", cluster.MLFLOW_SERVICE)["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -63,16 +63,8 @@ def test_mlflow_server_command_of_the_manifest_runs_with_auth_and_host_checks(tm
     base = f"http://127.0.0.1:{port}"
     search = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"MLflow exited:\n{log.read_text(errors='replace')[-3000:]}"
-            assert time.monotonic() < deadline, f"no /health after 120 s:\n{log.read_text(errors='replace')[-3000:]}"
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
+        wait_for_http(f"{base}/health", timeout=120, alive=lambda: server.poll() is None,
+                      log=lambda: log.read_text(errors="replace")[-3000:])
         # The kubelet probes with the pod IP as Host and no credentials.
         assert requests.get(f"{base}/health", headers={"Host": "10.1.2.3:5000"}, timeout=10).status_code == 200
         assert requests.get(search, timeout=10).status_code == 401
