@@ -93,6 +93,7 @@ class ModelConfig:
     pretrained: str = ""             # local path or URI of backbone weights; "" = random init
     pretrained_key_map: str = ""     # "torchvision" or "" (identity)
     head_pool: int = 7               # uncertainty heads pool the final map to PxP (7 = RUL; 1 = global)
+    logvar_bn: bool = True           # BN1d closing the logvar head (docs/method.md section 2; false: a variant)
     stem: str = "imagenet"           # imagenet (7x7/2 + maxpool, 224 px) | small (3x3/2, 48-64 px) | tiny (3x3/1)
 
 
@@ -110,6 +111,8 @@ class TrainConfig:
     workers: int = 2                 # DataLoader workers
     early_stopping_patience: int = 10
     mixing_warmup_epochs: int = 0    # epochs of the weighted loss on mu before mixing starts (0 = docs/method.md)
+    mix_loss: str = "half"           # add-up loss: half (0.5/0.5, docs/method.md) | lam (RUL-style lam_i / 1 - lam_i)
+    lr_logvar: float = 0.0           # the logvar head's own learning rate (0 = train.lr with the trunk)
     hflip: bool = True
     erasing_scale_min: float = 0.02
     erasing_scale_max: float = 0.25
@@ -220,7 +223,8 @@ RANGES: dict[str, tuple[Any, ...]] = {
     "model.stem": ("imagenet", "small", "tiny"),
     "train.epochs": (1, 10_000), "train.batch_size": (2, 65_536), "train.image_size": (16, 1024),
     # lr 0 freezes the weights (BN statistics still move)
-    "train.lr": (0.0, 10.0), "train.lr_fc": (0.0, 10.0), "train.weight_decay": (0.0, 1.0),
+    "train.lr": (0.0, 10.0), "train.lr_fc": (0.0, 10.0), "train.lr_logvar": (0.0, 10.0),
+    "train.mix_loss": ("half", "lam"), "train.weight_decay": (0.0, 1.0),
     "train.lr_gamma": (0.01, 1.0), "train.seed": (0, None), "train.workers": (0, 256),
     "train.early_stopping_patience": (0, 10_000), "train.erasing_scale_min": (0.0, 1.0),
     "train.erasing_scale_max": (0.0, 1.0), "train.noise_std": (0.0, 10.0), "train.max_steps_per_epoch": (0, None),

@@ -30,16 +30,18 @@ def uncertainty_from_logvar(logvar: Tensor) -> Tensor:
 
 
 class UncertaintyHead(nn.Module):
-    """AdaptiveAvgPool2d(P) -> BN2d(affine=False) -> Dropout -> Flatten -> Linear(C*P*P, d) -> BN1d(d)."""
+    """AdaptiveAvgPool2d(P) -> BN2d(affine=False) -> Dropout -> Flatten -> Linear(C*P*P, d) -> BN1d(d).
 
-    def __init__(self, in_channels: int, feature_dim: int, dropout: float, pool: int) -> None:
+    `out_bn=False` drops the closing BN1d (a variant for the logvar head: `model.logvar_bn`)."""
+
+    def __init__(self, in_channels: int, feature_dim: int, dropout: float, pool: int, out_bn: bool = True) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(pool)
         self.bn_in = nn.BatchNorm2d(in_channels, eps=BN_EPS, affine=False)
         self.dropout = nn.Dropout(dropout)
         self.flatten = nn.Flatten()
         self.linear = nn.Linear(in_channels * pool * pool, feature_dim)
-        self.bn_out = nn.BatchNorm1d(feature_dim, eps=BN_EPS)
+        self.bn_out = nn.BatchNorm1d(feature_dim, eps=BN_EPS) if out_bn else nn.Identity()
 
     def forward(self, feature_map: Tensor) -> Tensor:
         x = self.dropout(self.bn_in(self.pool(feature_map)))
@@ -50,7 +52,8 @@ class FERNet(nn.Module):
     """x[B,3,H,W] -> logits[B,K]; `encode` gives (mu, logvar), `predict` gives (logits, uncertainty)."""
 
     def __init__(self, num_classes: int, arch: str = "resnet18", cbam: bool = True, cbam_reduction: int = 16,
-                 feature_dim: int = 64, dropout: float = 0.4, head_pool: int = 7, stem: str = "imagenet") -> None:
+                 feature_dim: int = 64, dropout: float = 0.4, head_pool: int = 7, stem: str = "imagenet",
+                 logvar_bn: bool = True) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -67,7 +70,7 @@ class FERNet(nn.Module):
         self.backbone = ResNetTrunk(arch, cbam_reduction if cbam else None, stem)
         channels = self.backbone.out_channels
         self.mu_head = UncertaintyHead(channels, feature_dim, dropout, head_pool)
-        self.logvar_head = UncertaintyHead(channels, feature_dim, dropout, head_pool)
+        self.logvar_head = UncertaintyHead(channels, feature_dim, dropout, head_pool, out_bn=logvar_bn)
         self.fc = nn.Linear(feature_dim, num_classes)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,14 +91,21 @@ class FERNet(nn.Module):
         mu, logvar = self.encode(x)
         return self.fc(mu), uncertainty_from_logvar(logvar)
 
-    def param_groups(self, lr: float, lr_fc: float, weight_decay: float) -> list[dict[str, Any]]:
-        """Two optimiser groups: trunk + heads at `lr`, the classifier at `lr_fc` (docs/method.md section 5)."""
-        fc_ids = {id(p) for p in self.fc.parameters()}
-        rest = [p for p in self.parameters() if id(p) not in fc_ids]
-        return [
+    def param_groups(self, lr: float, lr_fc: float, weight_decay: float,
+                     lr_logvar: float | None = None) -> list[dict[str, Any]]:
+        """Two optimiser groups: trunk + heads at `lr`, the classifier at `lr_fc` (docs/method.md section 5);
+        with `lr_logvar` a third, the logvar head alone at that rate (a variant: `train.lr_logvar`)."""
+        own = {id(p) for p in self.fc.parameters()}
+        logvar = list(self.logvar_head.parameters()) if lr_logvar is not None else []
+        own |= {id(p) for p in logvar}
+        rest = [p for p in self.parameters() if id(p) not in own]
+        groups = [
             {"name": "backbone_heads", "params": rest, "lr": lr, "weight_decay": weight_decay},
             {"name": "fc", "params": list(self.fc.parameters()), "lr": lr_fc, "weight_decay": weight_decay},
         ]
+        if lr_logvar is not None:
+            groups.append({"name": "logvar_head", "params": logvar, "lr": lr_logvar, "weight_decay": weight_decay})
+        return groups
 
 
 def build_model(cfg: Any, num_classes: int) -> FERNet:
@@ -114,6 +124,7 @@ def build_model(cfg: Any, num_classes: int) -> FERNet:
         dropout=cfg.dropout,
         head_pool=cfg.head_pool,
         stem=cfg.stem,
+        logvar_bn=cfg.logvar_bn,
     )
 
 

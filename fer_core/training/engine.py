@@ -168,7 +168,7 @@ def _train(config: Config, data_dir: Path, run_dir: Path, callbacks: CallbackLis
     counts = train_counts(data_dir, num_classes)
     class_weights, scheme = _class_weights(config, class_names, counts, weights_file)
     model = build_model(config.model, num_classes)
-    loss_fn = WeightedAddUpLoss(class_weights)
+    loss_fn = WeightedAddUpLoss(class_weights, config.train.mix_loss)
     # the model reaches its device before the optimiser exists: loading a checkpoint's optimiser state
     # then puts every tensor (fused Adam's `step` included) beside its parameter
     model.to(device)
@@ -293,8 +293,9 @@ def adam(params: Any, device: torch.device, **kwargs: Any) -> torch.optim.Optimi
 
 
 def make_optimizer(model: Any, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
-    """METHOD's optimiser: Adam over the backbone/heads and fc groups (train.lr, train.lr_fc)."""
-    return adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay), device)
+    """METHOD's optimiser: Adam over the backbone/heads and fc groups (train.lr, train.lr_fc); the logvar
+    head in a group of its own when train.lr_logvar is set."""
+    return adam(model.param_groups(cfg.lr, cfg.lr_fc, cfg.weight_decay, cfg.lr_logvar or None), device)
 
 
 def choose_data_path(cfg: Any, device: torch.device, train_set: FERDataset, val_set: FERDataset) -> tuple[str, str]:

@@ -43,9 +43,9 @@ def training_step(model: FERNet, images: Tensor, targets: Tensor, loss_fn: Weigh
         perm_device = generator.device if generator is not None else torch.device("cpu")
         perm = to_device_async(torch.randperm(images.shape[0], generator=generator, device=perm_device),
                                images.device)
-        z, _ = mix_features(mu, logvar, perm)
+        z, lam = mix_features(mu, logvar, perm)
         logits = model.classify(z)
-        loss = loss_fn(logits, targets, targets[perm])
+        loss = loss_fn(logits, targets, targets[perm], lam)
     else:
         logits = model.classify(mu)
         loss = loss_fn(logits, targets)

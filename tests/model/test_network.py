@@ -112,6 +112,24 @@ def test_param_groups_put_fc_alone():
     assert optimiser.param_groups[1]["lr"] == 2e-3
 
 
+def test_param_groups_give_the_logvar_head_its_own_rate():
+    model = build_model(tiny_config(head_pool=1), num_classes=7)
+    groups = model.param_groups(lr=2e-4, lr_fc=2e-3, weight_decay=1e-4, lr_logvar=2e-3)
+    assert [g["name"] for g in groups] == ["backbone_heads", "fc", "logvar_head"]
+    assert [g["lr"] for g in groups] == [2e-4, 2e-3, 2e-3]
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in model.logvar_head.parameters()}
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+
+
+def test_logvar_bn_off_drops_the_closing_batch_norm_of_the_logvar_head_only():
+    plain = build_model(tiny_config(head_pool=1, logvar_bn=False), num_classes=7).eval()
+    assert not any(key.startswith("logvar_head.bn_out") for key in plain.state_dict())
+    assert any(key.startswith("mu_head.bn_out") for key in plain.state_dict())
+    logits, uncertainty = plain.predict(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 7) and bool((uncertainty > 0).all())
+
+
 def test_head_pool_sets_the_parameter_cost():
     # Each head's Linear is C*P*P*d: 512*49*64 for P=7 versus 512*64 for P=1 (documented in network.py).
     seven = build_model(tiny_config(head_pool=7), num_classes=7)

@@ -37,6 +37,41 @@ def test_mixed_loss_matches_hand_values():
     assert float(loss) == pytest.approx(expected, rel=1e-6)
 
 
+def test_lam_weighted_loss_weights_each_target_by_its_mixing_coefficient():
+    weights = torch.tensor([1.0, 2.0])
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # p = (1/2, 1/2) and (3/4, 1/4)
+    targets, targets_perm = torch.tensor([0, 1]), torch.tensor([1, 1])
+    lam = torch.tensor([0.25, 0.9])
+    # row 0: 0.25*1*log2 + 0.75*2*log2; row 1: (0.9 + 0.1)*2*log4
+    expected = (0.25 * math.log(2) + 1.5 * math.log(2) + 2 * math.log(4)) / 2
+    loss = WeightedAddUpLoss(weights, "lam")(logits, targets, targets_perm, lam)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    # at lam = 0.5 it is METHOD's 0.5/0.5 add-up loss; the half weighting ignores lam
+    half = WeightedAddUpLoss(weights)(logits, targets, targets_perm)
+    torch.testing.assert_close(WeightedAddUpLoss(weights, "lam")(logits, targets, targets_perm,
+                                                                 torch.full((2,), 0.5)), half)
+    torch.testing.assert_close(WeightedAddUpLoss(weights)(logits, targets, targets_perm, lam), half)
+    with pytest.raises(ValueError, match="needs lam"):
+        WeightedAddUpLoss(weights, "lam")(logits, targets, targets_perm)
+    with pytest.raises(ValueError, match="weighting must be one of half, lam"):
+        WeightedAddUpLoss(weights, "mixup")
+
+
+def test_lam_weighted_step_sends_the_loss_into_the_logvar_head_through_the_weights():
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(ModelConfig(), head_pool=1, dropout=0.0), num_classes=2).train()
+    images, targets = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 0, 1, 1, 0])
+    grads = {}
+    for weighting in ("half", "lam"):
+        model.zero_grad()
+        out = training_step(model, images, targets, WeightedAddUpLoss(torch.ones(2), weighting), True,
+                            torch.Generator().manual_seed(3))
+        out["loss"].backward()
+        grads[weighting] = model.logvar_head.linear.weight.grad.clone()
+    assert grads["lam"].abs().sum() > 0
+    assert not torch.allclose(grads["lam"], grads["half"])
+
+
 def test_loss_refuses_mismatched_classes():
     with pytest.raises(ValueError, match=r"logits must be \[B, 3\]"):
         WeightedAddUpLoss(torch.ones(3))(torch.zeros(2, 4), torch.tensor([0, 1]))
