@@ -79,10 +79,18 @@ def run_variant(name: str, data_dir: Path, run_dir: Path, threads: int) -> dict[
                 done = subprocess.run([fer, *command, *sets], env=env, stdout=out, stderr=subprocess.STDOUT)
                 if done.returncode != 0:
                     raise RuntimeError(f"variant {name}: `fer {command[0]}` failed ({done.returncode}); see {log}")
-    return figures(name, run_dir, time.perf_counter() - started, threads)
+        return figures(name, run_dir, time.perf_counter() - started, threads)
+    # an earlier sweep's run: read, once its settings are the variant's
+    recorded = read_json(run_dir / "config.json")
+    for key, value in {**CPU_PROFILE, **VARIANTS[name][0]}.items():
+        section, field = key.split(".")
+        if recorded.get(section, {}).get(field) != value:
+            raise RuntimeError(f"{run_dir} was trained with {key}={recorded.get(section, {}).get(field)!r}, "
+                               f"not variant {name}'s {value!r}; remove it or use another --work")
+    return figures(name, run_dir, None, threads)
 
 
-def figures(name: str, run_dir: Path, seconds: float, threads: int) -> dict[str, Any]:
+def figures(name: str, run_dir: Path, seconds: float | None, threads: int) -> dict[str, Any]:
     metrics = read_json(run_dir / "metrics.json")
     history = read_json(run_dir / "history.json")
     config = read_json(run_dir / "config.json")
@@ -96,7 +104,7 @@ def figures(name: str, run_dir: Path, seconds: float, threads: int) -> dict[str,
         "review_signal": review.get("signal"),
         "test_review_flagged_share": (review.get("test") or {}).get("flagged_share"),
         "test_review_accuracy_unflagged": (review.get("test") or {}).get("accuracy_unflagged"),
-        "threads": threads, "seconds": round(seconds, 1),
+        "threads": threads, "seconds": None if seconds is None else round(seconds, 1),
         "config_model": config["model"], "config_train": config["train"],
     }
     for split in ("val", "test"):

@@ -46,3 +46,16 @@ def test_figures_reach_the_report(tmp_path):
     assert result["epoch_seconds"] == pytest.approx(45.0)
     row = [line for line in uv.report_markdown([result], "cmd").splitlines() if line.startswith("| lam-loss")]
     assert row and "**0.812** / 0.845" in row[0] and "`train.mix_loss=lam`" in row[0] and "0.9260" in row[0]
+
+
+def test_an_earlier_run_with_other_settings_is_refused_not_read(tmp_path):
+    run = tmp_path / "runs" / "warmup-2"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    settings = {"model": {}, "train": {}, "weights": {}}
+    for key, value in uv.CPU_PROFILE.items():  # the profile's own warmup (4), not the variant's 2
+        section, field = key.split(".")
+        settings[section][field] = value
+    write_json(run / "config.json", settings)
+    with pytest.raises(RuntimeError, match="train.mixing_warmup_epochs=4, not variant warmup-2's 2"):
+        uv.run_variant("warmup-2", tmp_path / "data", run, threads=1)
