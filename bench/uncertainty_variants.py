@@ -59,8 +59,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 
 def overrides(name: str) -> list[str]:
     """The --set arguments of a variant: the CPU profile, then its one change."""
-    return [f"{key}={value}".replace("=False", "=false").replace("=True", "=true")
-            for key, value in {**CPU_PROFILE, **VARIANTS[name][0]}.items()]
+    return [f"{key}={value}" for key, value in {**CPU_PROFILE, **VARIANTS[name][0]}.items()]
 
 
 def run_variant(name: str, data_dir: Path, run_dir: Path, threads: int) -> dict[str, Any]:
