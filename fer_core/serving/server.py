@@ -41,6 +41,10 @@ PID_FILE = "torchserve.pid"
 OLD_GATEWAY_PID_FILE = "gateway.pid"
 OLD_GATEWAY_MODULE = "fer_core.serving.gateway"
 DEFAULT_START_TIMEOUT = 180.0
+# TorchServe's backend workers listen on Unix sockets in Java's tmpdir (FER_HOME/torchserve/tmp here),
+# named .ts.sock.<port> from its initial_worker_port, 9000; a socket path holds at most 107 bytes
+WORKER_SOCKET = ".ts.sock.9000"
+MAX_SOCKET_PATH_BYTES = 107
 
 
 _SERVE_FIELDS = frozenset(f.name for f in fields(ServeConfig))
@@ -214,6 +218,7 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
     pid = _running_pid(settings)
     if pid is not None:
         return {"started": False, "pid": pid, **server_status(settings)}
+    _check_socket_path(settings)
     for name in load_models or []:
         if not (settings.model_store / name).is_file():
             raise ServeError(f"{settings.model_store / name}: no such model archive in the model store")
@@ -249,6 +254,17 @@ def start_server(settings: ServerSettings, load_models: list[str] | None = None,
         stop_server(settings)
         raise
     return {"started": True, "pid": process.pid, **server_status(settings)}
+
+
+def _check_socket_path(settings: ServerSettings) -> None:
+    """A FER_HOME too deep for the workers' Unix sockets fails before anything starts, saying so: TorchServe
+    itself would start, then lose every worker to `OSError: AF_UNIX path too long` in model_log.log."""
+    socket_path = settings.home / "tmp" / WORKER_SOCKET
+    size = len(os.fsencode(socket_path))
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise ServeError(f"{socket_path}: TorchServe's worker socket would have a {size}-byte path, and a Unix "
+                         f"socket path holds at most {MAX_SOCKET_PATH_BYTES}: set FER_HOME to a shorter folder "
+                         f"(its server folder is {settings.home})")
 
 
 def _stop_old_gateway(settings: ServerSettings) -> bool:

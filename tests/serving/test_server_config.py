@@ -8,7 +8,9 @@ import pytest
 
 from fer_core.config import ServeConfig, load_config
 from fer_core.serving.client import ServeError, read_keys
-from fer_core.serving.server import ServerSettings, _java_command, render_config, server_status, stop_server
+from fer_core.serving.server import (
+    MAX_SOCKET_PATH_BYTES, ServerSettings, _java_command, render_config, server_status, start_server, stop_server,
+)
 
 
 def properties(text: str) -> dict[str, str]:
@@ -77,3 +79,15 @@ def test_key_file(tmp_path):
     (tmp_path / "key_file.json").write_text("{}")
     with pytest.raises(ServeError, match="not a TorchServe key file"):
         read_keys(tmp_path / "key_file.json")
+
+
+def test_a_home_too_deep_for_the_worker_sockets_is_refused_before_anything_starts(tmp_path):
+    """TorchServe's workers listen on FER_HOME/torchserve/tmp/.ts.sock.9000: past 107 bytes the bind fails
+    inside each worker (seen under a deeper pytest folder); the start says so first and creates nothing."""
+    deep = tmp_path / ("d" * (MAX_SOCKET_PATH_BYTES + 1 - len(str(tmp_path / "d/ts/tmp/.ts.sock.9000"))))
+    fits = ServerSettings.from_config(ServeConfig(), home=deep / "ts", model_store=tmp_path / "store")
+    too_deep = ServerSettings.from_config(ServeConfig(), home=deep / "tsx", model_store=tmp_path / "store")
+    assert len(str(fits.home / "tmp/.ts.sock.9000")) == MAX_SOCKET_PATH_BYTES  # the longest that binds
+    with pytest.raises(ServeError, match=r"108-byte path.*at most 107: set FER_HOME to a shorter folder"):
+        start_server(too_deep, timeout=5)
+    assert not deep.exists() and not (tmp_path / "store").exists()           # nothing written
